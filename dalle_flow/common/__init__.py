@@ -1,0 +1,1 @@
+"""Helpers shared by every executor: parameters, images, weights, device choice, presets."""

@@ -1,0 +1,98 @@
+"""Image input/output shared by every executor: inline data only, never a fetch.
+
+A request image may arrive as a ``data:`` URI, as ``.blob`` bytes (an encoded PNG/JPEG/WebP) or as ``.tensor``
+(H×W×3 or H×W×4, uint8 or float in [0, 1]). Any other URI (http, https, file, a path) is refused: the server never
+fetches what a client names. Outputs are PNG data URIs.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+
+import numpy as np
+from PIL import Image
+
+MAX_IMAGE_BYTES = 16 * 1024 * 1024  # encoded size of one inline image
+MAX_IMAGE_SIDE = 4096  # pixels, each side; also guards against decompression bombs
+ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF")
+
+
+def image_to_data_uri(image: np.ndarray) -> str:
+    return "data:image/png;base64," + base64.b64encode(encode_png(image)).decode("ascii")
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    array = np.asarray(image)
+    if array.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 image, got {array.dtype}")
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def data_uri_bytes(uri: str, field: str = "uri") -> bytes:
+    """The payload of a base64 ``data:`` URI; anything else is refused."""
+    if not isinstance(uri, str) or not uri.startswith("data:"):
+        scheme = uri.split(":", 1)[0] if isinstance(uri, str) and ":" in uri else "a path"
+        raise ValueError(f"{field}: only inline images are accepted (a data: URI, .blob bytes or .tensor); "
+                         f"got {scheme!r} — the server never fetches a URI")
+    header, _, payload = uri.partition(",")
+    if ";base64" not in header:
+        raise ValueError(f"{field}: data URI must be base64-encoded (data:image/png;base64,...)")
+    if len(payload) > MAX_IMAGE_BYTES * 4 // 3 + 4:
+        raise ValueError(f"{field}: image is larger than the limit of {MAX_IMAGE_BYTES // (1024 * 1024)} MiB")
+    try:
+        return base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(f"{field}: data URI payload is not valid base64") from None
+
+
+def decode_image_bytes(data: bytes, field: str = "blob") -> np.ndarray:
+    """Encoded bytes -> uint8 RGB H×W×3, refusing oversized or undecodable input."""
+    if len(data) > MAX_IMAGE_BYTES:
+        raise ValueError(f"{field}: image is larger than the limit of {MAX_IMAGE_BYTES // (1024 * 1024)} MiB")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            if img.format not in ALLOWED_FORMATS:
+                raise ValueError(f"{field}: image format {img.format} is not accepted; use one of {ALLOWED_FORMATS}")
+            _check_size(img.width, img.height, field)
+            return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+    except ValueError:
+        raise
+    except Exception as exc:  # PIL raises many types for corrupt data; all mean the same to the client
+        raise ValueError(f"{field}: not a decodable image ({type(exc).__name__})") from None
+
+
+def tensor_to_image(tensor, field: str = "tensor") -> np.ndarray:
+    array = np.asarray(tensor)
+    if array.ndim != 3 or array.shape[2] not in (3, 4):
+        raise ValueError(f"{field}: must be H×W×3 (or ×4) pixels, got shape {array.shape}")
+    _check_size(array.shape[1], array.shape[0], field)
+    if array.dtype != np.uint8:
+        array = array.astype(np.float64)
+        if not np.all(np.isfinite(array)) or array.min() < 0 or array.max() > 1:
+            raise ValueError(f"{field}: float pixels must be finite and in [0, 1]")
+        array = np.round(array * 255)
+    return np.ascontiguousarray(array[:, :, :3].astype(np.uint8))
+
+
+def _check_size(width: int, height: int, field: str):
+    if width < 1 or height < 1 or width > MAX_IMAGE_SIDE or height > MAX_IMAGE_SIDE:
+        raise ValueError(f"{field}: image must be between 1 and {MAX_IMAGE_SIDE} pixels on each side, "
+                         f"got {width}×{height}")
+
+
+def document_image(doc, what: str = "image") -> np.ndarray:
+    """The inline image a Document carries (data URI, blob or tensor) as uint8 RGB; a clear error otherwise."""
+    if doc.tensor is not None and getattr(doc.tensor, "size", 0):
+        return tensor_to_image(doc.tensor)
+    if doc.blob:
+        return decode_image_bytes(bytes(doc.blob))
+    if doc.uri:
+        return decode_image_bytes(data_uri_bytes(doc.uri), field="uri")
+    raise ValueError(f"{what}: the Document carries no image; send it inline as a data: URI, .blob or .tensor")
+
+
+def has_image(doc) -> bool:
+    return bool(doc.uri) or bool(doc.blob) or (doc.tensor is not None and getattr(doc.tensor, "size", 0) > 0)
