@@ -133,7 +133,11 @@ def _walk(reader: _Reader, prefix: tuple) -> Iterator[tuple[tuple, object, tuple
 def iter_leaves(path) -> Iterator[tuple[tuple[str, ...], np.ndarray]]:
     """Yield (key path, array) for every leaf, in file order. Arrays are read-only views valid until the next step:
     copy what you keep (e.g. into a torch parameter) before advancing."""
-    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+    with open(path, "rb") as f:
+        if Path(path).stat().st_size == 0:
+            raise ValueError(f"{path}: empty file, not a flax msgpack checkpoint")
+        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    try:
         reader = _Reader(mapped)
         chunked: dict[tuple, dict] = {}
         for key, value, span in _walk(reader, ()):
@@ -146,6 +150,17 @@ def iter_leaves(path) -> Iterator[tuple[tuple[str, ...], np.ndarray]]:
                 _release(mapped, *span)
         if chunked:
             raise ValueError(f"incomplete chunked arrays in {path}: {sorted(chunked)}")
+    finally:
+        _close(mapped)
+
+
+def _close(mapped: mmap.mmap):
+    """Unmap now unless the consumer still holds a view (typically the loop variable of the last leaf); such a
+    mapping is unmapped when its last view is garbage-collected."""
+    try:
+        mapped.close()
+    except BufferError:
+        pass
 
 
 def _collect_chunk(chunked: dict, key: tuple, value):
@@ -181,3 +196,21 @@ def read_all(path) -> dict[str, np.ndarray]:
 def is_flax_msgpack(path) -> bool:
     path = Path(path)
     return path.is_file() and path.suffix == ".msgpack"
+
+
+def write_flat(path, tensors: dict[str, np.ndarray]) -> None:
+    """Write {'a/b/kernel': array} as Flax's to_bytes does (nested maps, ext-1 leaves of [shape, dtype, bytes]).
+    For tests and tiny checkpoints: the whole file is built in memory."""
+    import msgpack
+
+    tree: dict = {}
+    for key, array in tensors.items():
+        array = np.asarray(array)
+        array = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
+        payload = msgpack.packb([list(array.shape), array.dtype.name, array.tobytes()], use_bin_type=True)
+        *parents, leaf = key.split("/")
+        node = tree
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = msgpack.ExtType(EXT_NDARRAY, payload)
+    Path(path).write_bytes(msgpack.packb(tree, use_bin_type=True))

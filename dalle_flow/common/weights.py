@@ -92,15 +92,12 @@ def is_offline() -> bool:
     return any(os.environ.get(v, "").strip() not in ("", "0", "false") for v in (ENV_OFFLINE, "HF_HUB_OFFLINE"))
 
 
-def weights_dir(explicit: str | os.PathLike | None = None) -> Path | None:
-    value = explicit or os.environ.get(ENV_WEIGHTS_DIR)
-    return Path(value).expanduser() if value else None
 
 
 def local_candidates(entry: WeightFile, explicit_dir=None) -> list[Path]:
     """Every local path where `entry` may already be, in the order they are tried."""
     paths = []
-    root = weights_dir(explicit_dir)
+    root = _explicit_dir(explicit_dir)
     if root is not None:
         paths += [root / entry.group / entry.filename, root / entry.filename]
     if entry.hf_repo:
@@ -201,3 +198,45 @@ def sha256_of(path: Path) -> str:
         while chunk := f.read(1 << 20):
             h.update(chunk)
     return h.hexdigest()
+
+
+def resolve_hf_model(group: str, repo_id: str, weights_dir=None, allow_download: bool | None = None) -> str:
+    """A local folder holding a whole Hugging Face model (CLIP, CLIPSeg), found like single files above.
+
+    `repo_id` may itself be a local folder. Otherwise: ``<weights dir>/<group>/`` when it holds a config.json, then the
+    hub cache, then a download unless offline.
+    """
+    if Path(repo_id).expanduser().is_dir():
+        return str(Path(repo_id).expanduser())
+    root = _explicit_dir(weights_dir)
+    searched = []
+    if root is not None:
+        for candidate in (root / group / repo_id.replace("/", "--"), root / group):
+            searched.append(candidate)
+            if (candidate / "config.json").is_file():
+                return str(candidate)
+    from huggingface_hub import snapshot_download
+
+    patterns = [e.filename for e in REGISTRY if e.hf_repo == repo_id] or None
+    searched.append(Path(f"<huggingface cache>/{repo_id}"))
+    try:
+        return snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True)
+    except Exception:  # not cached (the hub raises several types for that)
+        pass
+    if allow_download is None:
+        allow_download = not is_offline()
+    why = "offline, so no download was tried"
+    if allow_download:
+        try:
+            return snapshot_download(repo_id, allow_patterns=patterns)
+        except Exception as exc:
+            why = f"download failed: {exc}"
+    places = "\n".join(f"  - {p}" for p in searched)
+    raise MissingWeightsError(f"model {repo_id!r} ({group}) not found ({why}). Looked in:\n{places}\n"
+                              f"Get it with: python -m dalle_flow weights download --only {group},\n"
+                              f"or place the model folder at $DALLE_FLOW_WEIGHTS_DIR/{group}/.")
+
+
+def _explicit_dir(explicit) -> Path | None:
+    value = explicit or os.environ.get(ENV_WEIGHTS_DIR)
+    return Path(value).expanduser() if value else None

@@ -1,0 +1,96 @@
+"""CLIP in the Flow: `clip_encoder` (CLIP-as-service /encode and /rank; prompt embedding on /) and `rerank`
+(ranks every candidate of a prompt on /)."""
+from __future__ import annotations
+
+import numpy as np
+from docarray import DocumentArray
+from jina import Executor, requests
+
+from dalle_flow.common.images import document_image, has_image
+from dalle_flow.common.presets import is_tiny
+from dalle_flow.common.weights import resolve_hf_model
+from dalle_flow.models.clip import DEFAULT_CLIP, ClipEmbedder, rank_scores
+
+
+def load_clip(model_name: str, device: str, dtype: str, preset: str | None) -> ClipEmbedder:
+    if is_tiny(preset):
+        return ClipEmbedder.tiny(device)
+    return ClipEmbedder.from_pretrained(resolve_hf_model("clip", model_name), device, dtype)
+
+
+def embed(clip: ClipEmbedder, docs: DocumentArray, what: str = "docs"):
+    """Set `.embedding` on every Document: its image when it carries one, else its text (as CLIP-as-service)."""
+    images, image_docs, texts, text_docs = [], [], [], []
+    for i, doc in enumerate(docs):
+        if has_image(doc):
+            images.append(document_image(doc, what=f"{what}[{i}]"))
+            image_docs.append(doc)
+        elif doc.text:
+            texts.append(doc.text)
+            text_docs.append(doc)
+        else:
+            raise ValueError(f"{what}[{i}]: carries neither text nor an image to encode")
+    for targets, vectors in ((image_docs, clip.encode_images(images)), (text_docs, clip.encode_text(texts))):
+        for doc, vector in zip(targets, vectors):
+            doc.embedding = vector
+
+
+def rank_matches(clip: ClipEmbedder, doc, index: int):
+    """Reorder doc.matches best first; scores as CLIP-as-service: softmax of scaled cosine, and the cosine.
+
+    The query is the Document's own embedding when it has one from this CLIP (the prompt is embedded once on `/`),
+    else its freshly computed embedding."""
+    if doc.embedding is None or np.asarray(doc.embedding).shape != (clip.embedding_dim,):
+        embed(clip, DocumentArray([doc]), what=f"docs[{index}]")
+    if not len(doc.matches):
+        return
+    embed(clip, doc.matches, what=f"docs[{index}].matches")
+    clip_scores, cosines = rank_scores(np.asarray(doc.embedding), doc.matches.embeddings, clip.logit_scale)
+    for match, score, cosine in zip(doc.matches, clip_scores, cosines):
+        match.scores["clip_score"].value = float(score)
+        match.scores["clip_score"].op_name = "softmax"
+        match.scores["clip_score_cosine"].value = float(cosine)
+        match.scores["clip_score_cosine"].op_name = "cosine"
+    doc.matches = sorted(doc.matches, key=lambda m: m.scores["clip_score"].value, reverse=True)
+
+
+class ClipEncoder(Executor):
+    """CLIP-as-service protocol (`/encode`, `/rank`) plus the prompt embedding on `/` that GLID-3 XL consumes."""
+
+    def __init__(self, model_name: str = DEFAULT_CLIP, device: str = "auto", dtype: str = "auto",
+                 preset: str | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.clip = load_clip(model_name, device, dtype, preset)
+
+    @requests(on="/encode")
+    def encode(self, docs: DocumentArray, **kwargs):
+        embed(self.clip, docs)
+
+    @requests(on="/rank")
+    def rank(self, docs: DocumentArray, **kwargs):
+        for i, doc in enumerate(docs):
+            doc.embedding = None  # as CLIP-as-service: the query is always re-encoded
+            rank_matches(self.clip, doc, i)
+
+    @requests(on="/")
+    def encode_prompt(self, docs: DocumentArray, **kwargs):
+        for i, doc in enumerate(docs):
+            if not doc.text:
+                raise ValueError(f"docs[{i}].text: the prompt is empty; send Document(text='...')")
+        embed(self.clip, docs)
+
+
+class ClipReranker(Executor):
+    """Ranks every candidate a prompt received on `/` (from all generators), best first; matches keep no embedding."""
+
+    def __init__(self, model_name: str = DEFAULT_CLIP, device: str = "auto", dtype: str = "auto",
+                 preset: str | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.clip = load_clip(model_name, device, dtype, preset)
+
+    @requests(on="/")
+    def rank_candidates(self, docs: DocumentArray, **kwargs):
+        for i, doc in enumerate(docs):
+            rank_matches(self.clip, doc, i)
+            for match in doc.matches:
+                match.embedding = None
