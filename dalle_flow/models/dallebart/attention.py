@@ -1,0 +1,102 @@
+"""Building blocks shared by the DalleBart encoder and decoder: layer norm, attention, GLU feed-forward.
+
+Attention has no biases; heads split the feature axis as (head, head_dim); scores are scaled by head_dim**-0.5 and
+masked keys are excluded from the softmax (the reference adds -inf). All three attention flavours go through
+`scaled_dot_product_attention`, so half precision on a GPU uses the fused kernels.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class LayerNorm(nn.Module):
+    """eps 1e-5 layer norm whose scale may be absent: NormFormer's extra norms in dalle-mini store only a bias."""
+
+    def __init__(self, dim: int, scale: bool = True):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim)) if scale else None
+        self.bias = nn.Parameter(torch.zeros(dim))
+        self.dim = dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x, (self.dim,), self.weight, self.bias, 1e-5)
+
+
+class Attention(nn.Module):
+    def __init__(self, d_model: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.q_proj = nn.Linear(d_model, d_model, bias=False)
+        self.k_proj = nn.Linear(d_model, d_model, bias=False)
+        self.v_proj = nn.Linear(d_model, d_model, bias=False)
+        self.out_proj = nn.Linear(d_model, d_model, bias=False)
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, H*D) -> (B, H, T, D)
+        b, t, _ = x.shape
+        return x.view(b, t, self.heads, -1).transpose(1, 2)
+
+    def _merge(self, x: torch.Tensor) -> torch.Tensor:  # (B, H, T, D) -> (B, T, H*D)
+        b, _, t, _ = x.shape
+        return x.transpose(1, 2).reshape(b, t, -1)
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None, causal: bool = False) -> torch.Tensor:
+        """Self-attention over a whole sequence. key_mask: (B, T) bool, False = ignored key."""
+        q, k, v = self._split(self.q_proj(x)), self._split(self.k_proj(x)), self._split(self.v_proj(x))
+        mask = None
+        if key_mask is not None:
+            mask = key_mask[:, None, None, :]
+            if causal:
+                t = x.shape[1]
+                mask = mask & torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
+                causal = False
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
+        return self.out_proj(self._merge(out))
+
+    def step(self, x: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, position: int) -> torch.Tensor:
+        """Causal self-attention for one new token per row, appending its key/value to a preallocated cache.
+
+        x: (R, 1, d_model); caches: (R, H, S, D) with S >= position + 1. Positions after `position` are never read,
+        so no mask is needed and the cache needs no clearing between uses.
+        """
+        q, k, v = self._split(self.q_proj(x)), self._split(self.k_proj(x)), self._split(self.v_proj(x))
+        k_cache[:, :, position:position + 1] = k
+        v_cache[:, :, position:position + 1] = v
+        out = F.scaled_dot_product_attention(q, k_cache[:, :, :position + 1], v_cache[:, :, :position + 1])
+        return self.out_proj(self._merge(out))
+
+    def project_kv(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of the encoder output, computed once per prompt: (G, T, d) -> 2 x (G, H, T, D)."""
+        return self._split(self.k_proj(context)), self._split(self.v_proj(context))
+
+    def cross(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
+        """Cross-attention where G prompts are each shared by n consecutive rows of x.
+
+        x: (G*n, Tq, d_model); k, v: (G, H, T, D); key_mask: (G, T) bool. The n*Tq queries of a group all read the
+        same keys, so they are folded into the query axis: one (n*Tq x T) attention per prompt instead of n copies
+        of the keys.
+        """
+        rows, tq, _ = x.shape
+        g = k.shape[0]
+        q = self.q_proj(x).view(g, (rows // g) * tq, self.heads, -1).transpose(1, 2)
+        mask = None if key_mask is None else key_mask[:, None, None, :]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (G, H, n*Tq, D)
+        return self.out_proj(out.transpose(1, 2).reshape(rows, tq, -1))
+
+
+class GLU(nn.Module):
+    """x -> Dense_2(LN_b(gelu(Dense_0(LN_a x)) * Dense_1(LN_a x))); both norms bias-only in DALL·E Mega."""
+
+    def __init__(self, d_model: int, ffn_dim: int, ln_scale: bool = False):
+        super().__init__()
+        self.ln_in = LayerNorm(d_model, scale=ln_scale)
+        self.fc_gelu = nn.Linear(d_model, ffn_dim, bias=False)
+        self.fc_gate = nn.Linear(d_model, ffn_dim, bias=False)
+        self.ln_mid = LayerNorm(ffn_dim, scale=ln_scale)
+        self.fc_out = nn.Linear(ffn_dim, d_model, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.ln_in(x)
+        x = F.gelu(self.fc_gelu(x)) * self.fc_gate(x)  # exact erf gelu, as flax's nn.gelu(approximate=False)
+        return self.fc_out(self.ln_mid(x))

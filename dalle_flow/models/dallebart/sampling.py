@@ -1,0 +1,232 @@
+"""Super-conditioned sampling of image tokens from DalleBart, as dalle-mini's `DalleBart.generate(do_sample=True)`.
+
+At each step, for every image row:
+  logits = logits_uncond + cond_scale * (logits_cond - logits_uncond)     (over all image_vocab_size + 1 ids)
+  logits = logits / temperature -> keep top_k largest -> keep the top_p nucleus (HF Flax warpers, in this order)
+  token  = argmax(logits + gumbel_noise)                                   (= jax.random.categorical)
+The conditional rows (text) and unconditional rows (the tokenised empty string, passed in by the caller) run through
+the decoder as one batch; see decoder.py for how rows are grouped by prompt.
+
+Deliberate difference from dalle-mini: `generate_tokens` sets every id >= the VQGAN codebook size (the decoder start
+id, bos/eos/pad and the unused padding ids) to -inf BEFORE temperature/top-k/top-p. dalle-mini never masks them and
+relies on the trained model not picking them; an undertrained or tiny model does (the parity fixture samples such
+ids), and a VQGAN indexed with them would fail. With the mask, EOS can never be sampled, so every row runs the full
+image_length steps. The parity path (`supercondition_sample(..., codebook_size=None)`) keeps the reference behaviour,
+EOS rule included (a row that samples eos_token_id emits pad_token_id from then on).
+
+Randomness: dalle-mini draws its Gumbel noise with JAX's PRNG, which cannot be reproduced in torch, so the same seed
+gives other images than dalle-mini. `generate_tokens` uses one torch.Generator on the model's device seeded once per
+request; images are sampled in consecutive batches of `batch_size`, and at every step of a batch one block of
+(batch_size, vocab) uniform numbers is drawn (all batch_size rows even when the last batch is smaller) and turned into
+Gumbel noise, row i of the block going to image i of the batch. Image k of a request therefore depends only on seed,
+batch_size, its index k and the device type (CPU and CUDA generators differ), not on num_images.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from dalle_flow.common.device import seeded_generator
+from dalle_flow.models.dallebart.decoder import DecoderCache
+from dalle_flow.models.dallebart.model import DalleBart
+
+DEFAULT_COND_SCALE = 10.0
+DEFAULT_TOP_K = 50  # dalle-mini's generate(top_k=None) falls back to PretrainedConfig.top_k = 50
+DEFAULT_TOP_P = 0.9  # DALL·E Flow's setting
+DEFAULT_TEMPERATURE = 1.0
+
+NoiseFn = Callable[[int, int, int], torch.Tensor]  # (step, rows, vocab) -> (rows, vocab) float32 Gumbel noise
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    cond_scale: float = DEFAULT_COND_SCALE
+    top_k: int | None = DEFAULT_TOP_K  # None -> 50 (the reference's fallback); 0 -> no top-k
+    top_p: float | None = DEFAULT_TOP_P  # None or 1.0 -> no nucleus filtering
+    temperature: float | None = DEFAULT_TEMPERATURE  # None -> 1.0
+
+    def validated(self) -> "SamplingSettings":
+        top_k = DEFAULT_TOP_K if self.top_k is None else self.top_k
+        top_p = 1.0 if self.top_p is None else float(self.top_p)
+        temperature = 1.0 if self.temperature is None else float(self.temperature)
+        cond_scale = float(self.cond_scale)
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
+            raise ValueError(f"top_k: must be a non-negative integer (0 = off), got {top_k!r}")
+        if not 0.0 < top_p <= 1.0:
+            raise ValueError(f"top_p: must be a number in (0, 1], got {top_p!r}")
+        if not (math.isfinite(temperature) and temperature > 0):
+            raise ValueError(f"temperature: must be a positive number, got {temperature!r}")
+        if not math.isfinite(cond_scale):
+            raise ValueError(f"cond_scale: must be a finite number, got {cond_scale!r}")
+        return SamplingSettings(cond_scale, top_k, top_p, temperature)
+
+
+def guide(logits_cond: torch.Tensor, logits_uncond: torch.Tensor, scale: float) -> torch.Tensor:
+    return logits_uncond + scale * (logits_cond - logits_uncond)
+
+
+def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """Keep the k largest logits per row, -inf elsewhere (k = 0: unchanged)."""
+    if k <= 0 or k >= logits.shape[-1]:
+        return logits
+    values, indices = logits.topk(k, dim=-1)
+    return torch.full_like(logits, -math.inf).scatter_(-1, indices, values)
+
+
+def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
+    """HF nucleus filter: sorted descending, keep a token while the probability mass BEFORE it is < p (the first
+    token is always kept)."""
+    if p >= 1.0:
+        return logits
+    ordered, indices = logits.sort(dim=-1, descending=True)
+    cumulative = F.softmax(ordered, dim=-1).cumsum(dim=-1)
+    keep = torch.ones_like(ordered, dtype=torch.bool)
+    keep[..., 1:] = cumulative[..., :-1] < p
+    ordered = ordered.masked_fill(~keep, -math.inf)
+    return torch.empty_like(logits).scatter_(-1, indices, ordered)
+
+
+def gumbel_noise(shape, generator: torch.Generator, device) -> torch.Tensor:
+    """float32 Gumbel(0, 1) noise; argmax(logits + noise) is an exact categorical sample."""
+    u = torch.rand(shape, generator=generator, device=device, dtype=torch.float32)
+    return -torch.log(-torch.log(u.clamp_min(torch.finfo(torch.float32).tiny)))
+
+
+def warp(logits: torch.Tensor, settings: SamplingSettings) -> tuple[torch.Tensor, torch.Tensor]:
+    """temperature -> top-k -> top-p; returns (after top-k, after top-p) so parity can check both."""
+    if settings.temperature != 1.0:
+        logits = logits / settings.temperature
+    after_top_k = top_k_filter(logits, settings.top_k)
+    return after_top_k, top_p_filter(after_top_k, settings.top_p)
+
+
+def _encode_prompts(model: DalleBart, text_ids, text_mask, uncond_ids, uncond_mask, guided: bool):
+    """Encode texts (P, T) and, when guided, the unconditional texts (P, T) as one batch -> (G, T, d), (G, T)."""
+    if guided:
+        length = max(text_ids.shape[1], uncond_ids.shape[1])
+        pad = model.config.text_pad_token_id
+        text_ids, uncond_ids = (F.pad(t, (0, length - t.shape[1]), value=pad) for t in (text_ids, uncond_ids))
+        text_mask, uncond_mask = (F.pad(m, (0, length - m.shape[1]), value=0) for m in (text_mask, uncond_mask))
+        text_ids, text_mask = torch.cat([text_ids, uncond_ids]), torch.cat([text_mask, uncond_mask])
+    return model.encode(text_ids, text_mask), text_mask
+
+
+def _sample_rows(model: DalleBart, cache: DecoderCache, rows: int, guided: bool, settings: SamplingSettings,
+                 noise: NoiseFn, codebook_size: int | None, steps: int, record: dict | None) -> torch.Tensor:
+    """Sample `rows` image rows (P prompts x n images, prompt-major). The cache holds 2*rows decoding rows when
+    guided (conditional block first), else rows. Returns (rows, steps + 1) with the start id in column 0."""
+    cfg = model.config
+    device = model.device
+    sequences = torch.full((rows, steps + 1), cfg.pad_token_id, dtype=torch.long, device=device)
+    sequences[:, 0] = cfg.decoder_start_token_id
+    finished = torch.zeros(rows, dtype=torch.bool, device=device)
+    for step in range(steps):
+        token = sequences[:, step]
+        logits = model.step_logits(torch.cat([token, token]) if guided else token, step, cache).float()
+        if guided:
+            logits_cond, logits_uncond = logits[:rows], logits[rows:]
+            logits = guide(logits_cond, logits_uncond, settings.cond_scale)
+        if codebook_size is not None:
+            logits[:, codebook_size:] = -math.inf
+        after_top_k, warped = warp(logits, settings)
+        next_token = (warped + noise(step, rows, warped.shape[-1])).argmax(dim=-1)
+        if codebook_size is None:  # the reference's EOS rule (cannot trigger when non-codes are masked)
+            finished |= next_token == cfg.eos_token_id
+            next_token = next_token.masked_fill(finished, cfg.pad_token_id)
+        sequences[:, step + 1] = next_token
+        if record is not None:
+            for name, value in (("logits_cond", logits_cond if guided else logits),
+                                ("logits_uncond", logits_uncond if guided else None), ("logits_guided", logits),
+                                ("logits_topk", after_top_k), ("logits_warped", warped)):
+                if value is not None:
+                    record.setdefault(name, []).append(value.detach().cpu())
+    return sequences
+
+
+@torch.no_grad()
+def supercondition_sample(model: DalleBart, text_ids: torch.Tensor, text_mask: torch.Tensor,
+                          uncond_ids: torch.Tensor | None, uncond_mask: torch.Tensor | None,
+                          settings: SamplingSettings, noise: NoiseFn, images_per_prompt: int = 1,
+                          steps: int | None = None, codebook_size: int | None = None,
+                          record: dict | None = None) -> torch.Tensor:
+    """Sample images for P prompts at once: text (P, T) and unconditional (P, T) ids/masks -> sequences
+    (P * images_per_prompt, steps + 1), prompt-major, column 0 = decoder start id. `noise(step, rows, vocab)` supplies
+    the Gumbel noise (stored noise for parity, a seeded generator for serving). codebook_size=None reproduces
+    dalle-mini exactly (no masking of non-code ids); `record` collects per-step logits when given."""
+    settings = settings.validated()
+    steps = model.config.image_length if steps is None else steps
+    guided = settings.cond_scale != 1.0  # as dalle-mini: scale 1 skips the unconditional pass entirely
+    if guided and uncond_ids is None:
+        raise ValueError("uncond_ids: required when cond_scale != 1 (the tokenised empty prompt)")
+    hidden, mask = _encode_prompts(model, text_ids, text_mask, uncond_ids, uncond_mask, guided)
+    rows = text_ids.shape[0] * images_per_prompt
+    cache = model.init_cache(hidden, mask, rows * (2 if guided else 1))
+    return _sample_rows(model, cache, rows, guided, settings, noise, codebook_size, steps, record)
+
+
+def _check_ids(name: str, ids: torch.Tensor, model: DalleBart):
+    if ids.ndim != 2 or ids.shape[0] != 1:
+        raise ValueError(f"{name}: must have shape (1, T), got {tuple(ids.shape)}")
+    if not 1 <= ids.shape[1] <= model.config.max_text_length:
+        raise ValueError(f"{name}: length must be 1..{model.config.max_text_length}, got {ids.shape[1]}")
+    if ids.dtype not in (torch.int32, torch.int64):
+        raise ValueError(f"{name}: must be an integer tensor, got {ids.dtype}")
+    if int(ids.min()) < 0 or int(ids.max()) >= model.config.encoder_vocab_size:
+        raise ValueError(f"{name}: ids must lie in 0..{model.config.encoder_vocab_size - 1}")
+
+
+@torch.no_grad()
+def generate_tokens(model: DalleBart, text_ids: torch.Tensor, uncond_ids: torch.Tensor, num_images: int, seed: int,
+                    cond_scale: float = DEFAULT_COND_SCALE, top_k: int | None = DEFAULT_TOP_K,
+                    top_p: float | None = DEFAULT_TOP_P, temperature: float | None = DEFAULT_TEMPERATURE,
+                    batch_size: int = 16, codebook_size: int | None = None, text_mask: torch.Tensor | None = None,
+                    uncond_mask: torch.Tensor | None = None) -> torch.LongTensor:
+    """Sample `num_images` images for one prompt -> (num_images, image_length) VQGAN codes on the model's device.
+
+    text_ids / uncond_ids: (1, T) from the processor (uncond = tokenised "", NOT normalised). Masks default to
+    ids != text pad id (1). codebook_size (default: the model's, 16384 for mega) bounds the returned codes; pass a
+    smaller VQGAN's size to restrict sampling to its codebook. See the module docstring for the seed derivation.
+    """
+    settings = SamplingSettings(cond_scale, top_k, top_p, temperature).validated()
+    for name, value, low in (("num_images", num_images, 1), ("batch_size", batch_size, 1), ("seed", seed, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name}: must be an integer >= {low}, got {value!r}")
+    limit = model.config.image_codebook_size
+    codebook_size = limit if codebook_size is None else codebook_size
+    if isinstance(codebook_size, bool) or not isinstance(codebook_size, int) or not 1 <= codebook_size <= limit:
+        raise ValueError(f"codebook_size: must be an integer in 1..{limit}, got {codebook_size!r}")
+    guided = settings.cond_scale != 1.0
+    device = model.device
+    pad = model.config.text_pad_token_id
+    _check_ids("text_ids", text_ids, model)
+    text_ids = text_ids.to(device=device, dtype=torch.long)
+    text_mask = (text_ids != pad).long() if text_mask is None else text_mask.to(device).long()
+    if guided:
+        if uncond_ids is None:
+            raise ValueError("uncond_ids: required when cond_scale != 1 (the tokenised empty prompt)")
+        _check_ids("uncond_ids", uncond_ids, model)
+        uncond_ids = uncond_ids.to(device=device, dtype=torch.long)
+        uncond_mask = (uncond_ids != pad).long() if uncond_mask is None else uncond_mask.to(device).long()
+
+    hidden, mask = _encode_prompts(model, text_ids, text_mask, uncond_ids, uncond_mask, guided)
+    first_batch = min(batch_size, num_images)
+    cache = model.init_cache(hidden, mask, first_batch * (2 if guided else 1))  # reused by every batch
+    generator = seeded_generator(seed, device)
+
+    def noise(step: int, rows: int, vocab: int) -> torch.Tensor:
+        return gumbel_noise((batch_size, vocab), generator, device)[:rows]
+
+    steps = model.config.image_length
+    batches = []
+    for start in range(0, num_images, batch_size):
+        rows = min(batch_size, num_images - start)
+        sequences = _sample_rows(model, cache, rows, guided, settings, noise, codebook_size, steps, None)
+        batches.append(sequences[:, 1:])
+    codes = torch.cat(batches)
+    if int(codes.max()) >= codebook_size or int(codes.min()) < 0:  # cannot happen with the mask; never hand over
+        raise RuntimeError(f"sampled ids outside the codebook 0..{codebook_size - 1}")
+    return codes

@@ -1,0 +1,215 @@
+"""GLID-3 XL text-to-image and image refinement: BERT + CLIP conditioning, guided PLMS, KL-f8 decoding.
+
+Reproduces DALL·E Flow's `/diffuse` path (dalle_flow_glid3 `sample.py:do_run`, `executors/glid3`):
+- BERT context: the prompt wrapped in literal double quotes (the executor passed `--text '"<prompt>"'`); the blank
+  context is BERT of "a". CLIP embeddings (conditional and blank) are supplied by the caller and used only by a
+  checkpoint with `clip_proj`; otherwise they are ignored.
+- Guidance: `guided_model_fn` (channels 0..2 guided, channel 3 unguided), PLMS with PRK warm-up, no clamping.
+- Refinement: the image is resized to 256x256 with LANCZOS (no aspect preservation), mapped to [-1, 1], encoded,
+  one posterior sample is drawn per request and scaled by 0.18215; the sampler skips int(steps * skip_rate) steps.
+- Output: pred_xstart / 0.18215 -> VAE decode -> (y + 1) / 2 clamped to [0, 1] -> *255 truncated to uint8.
+
+Randomness, per request: one CPU `torch.Generator` seeded with `seed`. In this order it draws: (refine only) the
+posterior noise of the init image, (1, 4, h, w); then for each batch, in order, the start noise (2b, 4, h, w) where b
+is the batch's image count. Images are batched in chunks of `batch_size`, so for a given seed the images depend on
+`num_images` and `batch_size`, and are identical on CPU and GPU up to floating-point differences.
+
+Deliberate differences from the reference: no intermediate previews (the reference divides pred_xstart by 0.18215
+in place for previews, so its final latent is divided twice when the last step index is a multiple of 5 and steps
+were skipped; here it is divided once, always); seeded noise instead of the global RNG; a request that would leave
+fewer than `MIN_SAMPLING_STEPS` sampling steps is refused instead of returning NaN images or crashing.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from dalle_flow.models.glid3.guidance import guided_model_fn
+from dalle_flow.models.glid3.plms import MIN_SAMPLING_STEPS, PlmsSampler, initial_latents
+from dalle_flow.models.glid3.schedule import SpacedSchedule
+from dalle_flow.models.glid3.unet import UNet
+
+LATENT_SCALE = 0.18215  # KL-f8 latents were scaled to unit variance for diffusion training
+
+
+@dataclass(frozen=True)
+class Glid3Defaults:
+    steps: int = 100  # DALL·E Flow executors/glid3 config.yml `steps` (timestep_respacing "100")
+    guidance_scale: float = 5.0  # dalle_flow_glid3 cli default
+    skip_rate: float = 0.5  # /diffuse request default: half the steps are skipped, the image sets the composition
+    num_images: int = 1
+    batch_size: int = 8  # rows per UNet call are 2 * batch_size (conditional + blank)
+    image_size: int = 256
+    diffusion_steps: int = 1000
+    min_sampling_steps: int = MIN_SAMPLING_STEPS  # PRK warm-up (3 steps) must end before t = 0
+
+
+GLID3_DEFAULTS = Glid3Defaults()
+
+
+@lru_cache(maxsize=16)
+def spaced_schedule(steps: int, diffusion_steps: int = 1000) -> SpacedSchedule:
+    return SpacedSchedule.create(steps, diffusion_steps)
+
+
+class Glid3Pipeline:
+    def __init__(self, unet: UNet, kl_vae: nn.Module, bert: nn.Module, device: torch.device | str | None = None,
+                 image_size: int = GLID3_DEFAULTS.image_size, diffusion_steps: int = GLID3_DEFAULTS.diffusion_steps):
+        """unet: `UNet`; kl_vae: `.encode(x in [-1,1]) -> (mean, logvar)`, `.decode(unscaled z) -> image in ~[-1,1]`;
+        bert: `.encode(list[str]) -> (N, 77, context_dim)`. All three must already sit on `device`."""
+        self.unet, self.kl_vae, self.bert = unet, kl_vae, bert
+        self.device = torch.device(device) if device is not None else next(unet.parameters()).device
+        self.image_size = int(image_size)
+        self.diffusion_steps = int(diffusion_steps)
+        self.latent_size = self.image_size // 8
+        with torch.inference_mode():
+            self.blank_context = self._bert(["a"])  # (1, 77, C), the reference's negative text
+        if self.blank_context.shape[-1] != unet.config.context_dim:
+            raise ValueError(f"BERT embeddings have width {self.blank_context.shape[-1]} but the UNet expects "
+                             f"context_dim={unet.config.context_dim}")
+
+    @classmethod
+    def from_weights(cls, unet_path, kl_path, bert_path, vocab_path, device="cpu",
+                     dtype: torch.dtype = torch.float32) -> "Glid3Pipeline":
+        """Real checkpoints: finetune.pt (UNet in `dtype`), kl-f8.pt and bert.pt + vocab.txt (float32)."""
+        from dalle_flow.models.glid3.bert import load_bert_embedder
+        from dalle_flow.models.glid3.kl_vae import load_kl_vae
+        from dalle_flow.models.glid3.unet import load_unet
+
+        unet = load_unet(unet_path, device=device, dtype=dtype)
+        kl = load_kl_vae(kl_path).to(device).eval()
+        bert = load_bert_embedder(bert_path, vocab_path).to(device).eval()
+        return cls(unet, kl, bert, device)
+
+    @classmethod
+    def tiny(cls, device="cpu", dtype: torch.dtype = torch.float32, clip_embed_dim: int | None = None,
+             seed: int = 0) -> "Glid3Pipeline":
+        """Tiny random models end to end (no files), 256x256 output: for tests and the tiny preset."""
+        from dalle_flow.models.glid3.bert import tiny_bert_embedder
+        from dalle_flow.models.glid3.kl_vae import tiny_kl_vae
+        from dalle_flow.models.glid3.unet import tiny_unet
+
+        bert = tiny_bert_embedder().to(device).eval()
+        with torch.inference_mode():
+            context_dim = int(bert.encode(["a"]).shape[-1])
+        unet = tiny_unet(context_dim=context_dim, clip_embed_dim=clip_embed_dim, seed=seed, device=device, dtype=dtype)
+        return cls(unet, tiny_kl_vae().to(device).eval(), bert, device)
+
+    # -- public API -------------------------------------------------------------------------------------------------
+
+    def generate(self, prompt: str, num_images: int, seed: int, steps: int = GLID3_DEFAULTS.steps,
+                 guidance_scale: float = GLID3_DEFAULTS.guidance_scale, clip_embed=None, blank_clip_embed=None,
+                 batch_size: int = GLID3_DEFAULTS.batch_size) -> np.ndarray:
+        """Text to images: (num_images, 256, 256, 3) uint8."""
+        self._check_common(prompt, num_images, seed, steps, guidance_scale, batch_size)
+        return self._run(prompt, num_images, seed, steps, guidance_scale, clip_embed, blank_clip_embed, batch_size,
+                         image=None, skip=0)
+
+    def refine(self, image: np.ndarray, prompt: str, num_images: int, seed: int, steps: int = GLID3_DEFAULTS.steps,
+               guidance_scale: float = GLID3_DEFAULTS.guidance_scale, skip_rate: float = GLID3_DEFAULTS.skip_rate,
+               clip_embed=None, blank_clip_embed=None, batch_size: int = GLID3_DEFAULTS.batch_size) -> np.ndarray:
+        """Refine an image (HWC RGB uint8, any size) towards the prompt: (num_images, 256, 256, 3) uint8."""
+        self._check_common(prompt, num_images, seed, steps, guidance_scale, batch_size)
+        if isinstance(skip_rate, bool) or not isinstance(skip_rate, (int, float)) or not 0 <= skip_rate <= 1:
+            raise ValueError(f"skip_rate: must be a number between 0 and 1, got {skip_rate!r}")
+        skip = int(steps * skip_rate)  # float truncation, as DALL·E Flow: int(100 * 0.29) == 28
+        if steps - skip < MIN_SAMPLING_STEPS:
+            limit = (steps - MIN_SAMPLING_STEPS) / steps
+            raise ValueError(f"skip_rate: {skip_rate} skips {skip} of {steps} steps and leaves {steps - skip}; at "
+                             f"least {MIN_SAMPLING_STEPS} must remain (skip_rate <= {limit:g} for steps={steps})")
+        return self._run(prompt, num_images, seed, steps, guidance_scale, clip_embed, blank_clip_embed, batch_size,
+                         image=_image_array(image), skip=skip)
+
+    # -- internals --------------------------------------------------------------------------------------------------
+
+    def _check_common(self, prompt, num_images, seed, steps, guidance_scale, batch_size):
+        if not isinstance(prompt, str):
+            raise ValueError(f"prompt: must be a string, got {type(prompt).__name__}")
+        for name, value, low, high in (("num_images", num_images, 1, None), ("seed", seed, 0, None),
+                                       ("steps", steps, MIN_SAMPLING_STEPS, self.diffusion_steps),
+                                       ("batch_size", batch_size, 1, None)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low or \
+                    (high is not None and value > high):
+                bound = f"between {low} and {high}" if high is not None else f">= {low}"
+                raise ValueError(f"{name}: must be an integer {bound}, got {value!r}")
+        if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)) or \
+                not math.isfinite(guidance_scale):
+            raise ValueError(f"guidance_scale: must be a finite number, got {guidance_scale!r}")
+
+    def _bert(self, texts: list[str]) -> torch.Tensor:
+        return self.bert.encode(texts).float().to(self.device)
+
+    def _clip_rows(self, clip_embed, blank_clip_embed) -> tuple[torch.Tensor, torch.Tensor] | None:
+        dim = self.unet.config.clip_embed_dim
+        if dim is None:
+            return None  # checkpoint without clip_proj: CLIP plays no part, as in the reference
+        rows = []
+        for name, value in (("clip_embed", clip_embed), ("blank_clip_embed", blank_clip_embed)):
+            if value is None:
+                raise ValueError(f"{name}: this GLID-3 checkpoint is CLIP-conditioned and needs a {dim}-d embedding")
+            t = torch.as_tensor(np.asarray(value, dtype=np.float32)).reshape(-1)
+            if t.numel() != dim or not torch.isfinite(t).all():
+                raise ValueError(f"{name}: must be {dim} finite numbers, got shape {tuple(np.shape(value))}")
+            rows.append(t.to(self.device)[None])
+        return rows[0], rows[1]
+
+    @torch.inference_mode()
+    def _run(self, prompt, num_images, seed, steps, guidance_scale, clip_embed, blank_clip_embed, batch_size, image,
+             skip) -> np.ndarray:
+        clip = self._clip_rows(clip_embed, blank_clip_embed)
+        text_context = self._bert([f'"{prompt}"'])
+        schedule = spaced_schedule(int(steps), self.diffusion_steps)
+        sampler = PlmsSampler(schedule)
+        generator = torch.Generator(device="cpu").manual_seed(int(seed))
+        init = self._encode_init(image, generator) if image is not None else None
+        shape = (self.unet.config.out_channels, self.latent_size, self.latent_size)
+
+        images = []
+        for start in range(0, num_images, batch_size):
+            b = min(batch_size, num_images - start)
+            noise = torch.randn((2 * b, *shape), generator=generator).to(self.device)
+            context = torch.cat([text_context.expand(b, -1, -1), self.blank_context.expand(b, -1, -1)])
+            clip_rows = None if clip is None else torch.cat([clip[0].expand(b, -1), clip[1].expand(b, -1)])
+            image_embed = None
+            if self.unet.config.image_condition:  # inpainting checkpoints get an empty image, as sample.py does
+                image_embed = torch.zeros_like(noise)
+            model_fn = guided_model_fn(self.unet, context, float(guidance_scale), clip_rows, image_embed)
+            x_t, start_index = initial_latents(schedule, noise, init, skip)
+            latents = sampler.sample(model_fn, x_t, start_index)[:b]
+            images.append(self._decode(latents))
+        return np.concatenate(images)
+
+    def _encode_init(self, image: np.ndarray, generator: torch.Generator) -> torch.Tensor:
+        pil = Image.fromarray(image).convert("RGB").resize((self.image_size, self.image_size), Image.LANCZOS)
+        x = torch.from_numpy(np.asarray(pil, dtype=np.float32) / 255.0).permute(2, 0, 1)[None].clamp(0, 1)
+        x = (x * 2 - 1).to(self.device, self._vae_dtype())
+        mean, logvar = self.kl_vae.encode(x)
+        noise = torch.randn(mean.shape, generator=generator).to(self.device)
+        # posterior sample; logvar bounds as LDM's DiagonalGaussianDistribution
+        z = mean.float() + torch.exp(0.5 * logvar.float().clamp(-30.0, 20.0)) * noise
+        return z * LATENT_SCALE
+
+    def _decode(self, latents: torch.Tensor) -> np.ndarray:
+        y = self.kl_vae.decode((latents / LATENT_SCALE).to(self._vae_dtype())).float()
+        y = ((y + 1) / 2).clamp(0, 1)
+        # mul(255) then truncation to uint8, as torchvision's to_pil_image
+        return y.mul(255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+    def _vae_dtype(self) -> torch.dtype:
+        param = next(self.kl_vae.parameters(), None)
+        return param.dtype if param is not None else torch.float32
+
+
+def _image_array(image) -> np.ndarray:
+    """uint8 HxW (grey), HxWx3 (RGB) or HxWx4 (RGBA; alpha dropped as PIL's convert('RGB') does)."""
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
+        raise ValueError("image: must be a uint8 numpy array (H, W, 3) RGB")
+    if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (3, 4))) or min(image.shape[:2]) < 1:
+        raise ValueError(f"image: must have shape (H, W, 3), got {image.shape}")
+    return np.ascontiguousarray(image)

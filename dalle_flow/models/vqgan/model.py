@@ -1,0 +1,88 @@
+"""VQGAN f16 (taming-transformers architecture) as used by DALL·E mini/Mega/Flow to turn image tokens into pixels.
+
+All tensors are NCHW. Pixels are RGB in [0, 1] (the DALL·E mini convention, not [-1, 1]); decoded images are
+unbounded floats that callers clip (see `postprocess`).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from dalle_flow.models.vqgan.config import VQGANConfig
+from dalle_flow.models.vqgan.decoder import Decoder
+from dalle_flow.models.vqgan.encoder import Encoder
+from dalle_flow.models.vqgan.quantizer import VectorQuantizer
+
+TINY_SEED = 20220521
+
+
+class VQGAN(nn.Module):
+    def __init__(self, config: VQGANConfig):
+        super().__init__()
+        self.config = config
+        self.encoder = Encoder(config)
+        self.decoder = Decoder(config)
+        self.quantize = VectorQuantizer(config.n_embed, config.embed_dim)
+        z_out = 2 * config.z_channels if config.double_z else config.z_channels
+        self.quant_conv = nn.Conv2d(z_out, config.embed_dim, 1)
+        self.post_quant_conv = nn.Conv2d(config.embed_dim, config.z_channels, 1)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.quant_conv.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.quant_conv.weight.device
+
+    def pre_quant(self, pixels: torch.Tensor) -> torch.Tensor:
+        """pixels (b, in_channels, H, W) in [0, 1] -> z_e (b, embed_dim, H/f, W/f), before quantisation."""
+        return self.quant_conv(self.encoder(pixels.to(self.device, self.dtype)))
+
+    def encode(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """pixels (b, in_channels, H, W) -> (quantised latents (b, embed_dim, H/f, W/f), ids (b, H/f * W/f))."""
+        return self.quantize(self.pre_quant(pixels))
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """latents (b, embed_dim, h, w) -> images (b, out_ch, h*f, w*f) float32, not clipped."""
+        return self.decoder(self.post_quant_conv(latents.to(self.device, self.dtype))).float()
+
+    def decode_code(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids (b, s*s) in raster order (DalleBart output without BOS) -> images (b, out_ch, s*f, s*f) float32."""
+        ids = torch.as_tensor(ids, device=self.device)
+        return self.decode(self.quantize.lookup(ids))
+
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reconstruction: (decode(encode(pixels) latents), ids)."""
+        quant, ids = self.encode(pixels)
+        return self.decode(quant), ids
+
+
+def postprocess(images: torch.Tensor) -> np.ndarray:
+    """Decoded images (b, 3, H, W) -> uint8 (b, H, W, 3), as DALL·E Flow does it: clip to [0, 1], multiply by 255
+    in float32 and truncate (no rounding)."""
+    images = images.detach().float().clamp(0.0, 1.0).mul(255.0)
+    return images.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def tiny_config(n_embed: int = 64) -> VQGANConfig:
+    """Five levels like the real model (16x16 codes -> 256x256 images) but 32-64 channels and one block per level;
+    `n_embed` must match the image vocabulary of the DalleBart that produces the codes."""
+    return VQGANConfig(ch=32, ch_mult=(1, 1, 1, 2, 2), num_res_blocks=1, resolution=256, attn_resolutions=(16,),
+                       z_channels=32, embed_dim=16, n_embed=n_embed)
+
+
+def tiny_vqgan(n_embed: int = 64, device="cpu", dtype: torch.dtype = torch.float32, seed: int = TINY_SEED) -> VQGAN:
+    """A small VQGAN with deterministic random weights (no files), for tests and the tiny server preset."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = VQGAN(tiny_config(n_embed))
+        # random GroupNorm affines so that no parameter keeps a trivial value; centre the output near mid-grey so
+        # tiny images are not clipped to black
+        for module in model.modules():
+            if isinstance(module, nn.GroupNorm):
+                nn.init.normal_(module.weight, 1.0, 0.1)
+                nn.init.normal_(module.bias, 0.0, 0.1)
+        nn.init.constant_(model.decoder.conv_out.bias, 0.5)
+    return model.to(device=device, dtype=dtype).eval()
