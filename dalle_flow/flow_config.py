@@ -40,8 +40,9 @@ def flow_dict(options: ServeOptions | None = None, source: Path = FLOW_YML) -> d
         for name, path in (("certificate", options.tls_cert), ("key", options.tls_key)):
             if not Path(path).is_file():
                 raise ValueError(f"TLS {name} file not found: {path}")
-        gateway["ssl_certfile"] = str(Path(options.tls_cert).resolve())
-        gateway["ssl_keyfile"] = str(Path(options.tls_key).resolve())
+        # on the gateway alone: Flow-level `with:` arguments also reach the executors, whose internal gRPC stays plain
+        spec.setdefault("gateway", {}).update(ssl_certfile=str(Path(options.tls_cert).resolve()),
+                                              ssl_keyfile=str(Path(options.tls_key).resolve()))
     if options.monitoring:
         gateway["monitoring"] = True
         if options.monitoring_port:

@@ -89,3 +89,12 @@ def tiny_flow(tmp_path_factory):
     running = start_tiny_flow(tmp_path_factory.mktemp("workspace"))
     yield running
     running.flow.close()
+
+
+def error_text(exc: BaseException) -> str:
+    """The server's error message as the client received it (Jina wraps it in a protobuf header)."""
+    arg = exc.args[0] if exc.args else None
+    status = getattr(arg, "status", None) or getattr(getattr(arg, "header", None), "status", None)
+    if status is not None:
+        return " ".join([status.description, *status.exception.args])
+    return str(exc)

@@ -3,7 +3,7 @@
 Flax's `serialization.to_bytes` writes a nested msgpack map whose leaves are ext records:
 type 1 = ndarray, payload = msgpack ``[shape, dtype_name, raw_bytes]`` (C order);
 type 2 = native complex, type 3 = numpy scalar. Arrays over Flax's chunk limit are stored as a map
-``{'__msgpack_chunked_array__': True, 'shape': [...], 'chunks': {'0': arr, '1': arr, ...}}`` of flat pieces.
+``{'__msgpack_chunked_array__': True, 'shape': {'0': d0, ...}, 'chunks': {'0': arr, '1': arr, ...}}`` of flat pieces.
 
 The file is memory-mapped and parsed in place: each leaf is yielded as a read-only numpy view on the mapping, and
 its pages are dropped from the process once the consumer moves on, so loading a 10 GB checkpoint into a model keeps
@@ -118,9 +118,12 @@ def _decode_ext(buf, ext: _Ext):
 def _walk(reader: _Reader, prefix: tuple) -> Iterator[tuple[tuple, object, tuple[int, int] | None]]:
     kind, payload = reader.header()
     if kind == "map":
-        for _ in range(payload):
-            key = reader.value()
-            yield from _walk(reader, prefix + (str(key),))
+        for index in range(payload):
+            key = str(reader.value())
+            if index == 0 and key == CHUNKED_MARKER:  # a leaf split into pieces (the marker key comes first)
+                yield prefix, _read_chunked(reader, payload - 1), None
+                return
+            yield from _walk(reader, prefix + (key,))
     elif kind == "ext":
         yield prefix, _decode_ext(reader.buf, payload), (payload.start, payload.end)
     elif kind == "array":
@@ -139,17 +142,11 @@ def iter_leaves(path) -> Iterator[tuple[tuple[str, ...], np.ndarray]]:
         mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
     try:
         reader = _Reader(mapped)
-        chunked: dict[tuple, dict] = {}
         for key, value, span in _walk(reader, ()):
-            if CHUNKED_MARKER in key:
-                yield from _collect_chunk(chunked, key, value)
-                continue
             yield key, np.asarray(value)
             del value
             if span is not None:
                 _release(mapped, *span)
-        if chunked:
-            raise ValueError(f"incomplete chunked arrays in {path}: {sorted(chunked)}")
     finally:
         _close(mapped)
 
@@ -163,21 +160,34 @@ def _close(mapped: mmap.mmap):
         pass
 
 
-def _collect_chunk(chunked: dict, key: tuple, value):
-    """Chunked leaves arrive as several entries under one prefix; join them once the last chunk is seen."""
-    base = key[:key.index(CHUNKED_MARKER)]
-    entry = chunked.setdefault(base, {"chunks": {}})
-    field = key[len(base)]
-    if field == "shape":
-        entry.setdefault("shape", []).append(int(value))
-    elif field == "chunks":
-        entry["chunks"][int(key[len(base) + 1])] = np.array(value)
-    if "shape" in entry and entry["chunks"]:
-        shape = tuple(entry["shape"])
-        flat = np.concatenate([entry["chunks"][i] for i in sorted(entry["chunks"])])
-        if flat.size == int(np.prod(shape)):
-            del chunked[base]
-            yield base, flat.reshape(shape)
+def _read_chunked(reader: _Reader, entries: int) -> np.ndarray:
+    """Flax splits leaves over its chunk limit (1 GiB) into {marker: True, 'shape': {'0': d0, ...},
+    'chunks': {'0': flat piece, ...}}; the marker key has been read, its value and the other entries follow."""
+    reader.value()  # the marker's value (True)
+    shape, pieces = None, {}
+    for _ in range(entries):
+        field = reader.value()
+        if field == "shape":
+            dims = reader.value()  # flax writes tuples as {'0': d0, '1': d1, ...}
+            shape = tuple(int(dims[k]) for k in sorted(dims, key=int)) if isinstance(dims, dict) else tuple(dims)
+        elif field == "chunks":
+            kind, count = reader.header()
+            if kind != "map":
+                raise ValueError(f"chunked array: 'chunks' is a {kind}, expected a map")
+            for _ in range(count):
+                index = int(reader.value())
+                kind, ext = reader.header()
+                if kind != "ext":
+                    raise ValueError(f"chunked array: chunk {index} is a {kind}, expected an array")
+                pieces[index] = np.array(_decode_ext(reader.buf, ext)).reshape(-1)
+        else:
+            reader.value()
+    if shape is None or sorted(pieces) != list(range(len(pieces))):
+        raise ValueError("chunked array without a shape or with missing chunks")
+    flat = np.concatenate([pieces[i] for i in range(len(pieces))])
+    if flat.size != int(np.prod(shape)):
+        raise ValueError(f"chunked array: {flat.size} values for shape {shape}")
+    return flat.reshape(shape)
 
 
 def _release(mapped: mmap.mmap, start: int, end: int):

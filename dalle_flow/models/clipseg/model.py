@@ -60,14 +60,13 @@ def _byte_alphabet() -> list[str]:
     return [chr(b) if b in kept else chr(next(extra)) for b in range(256)]
 
 
-def tiny_tokenizer() -> CLIPTokenizer:
-    """A CLIP tokenizer (same normalisation, pre-tokenisation and special tokens as the real one) over a small
-    vocabulary: every byte, every byte ending a word, and merges that make TINY_WORDS single tokens."""
+def tiny_vocabulary() -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """(vocab, merges) of the tiny tokenizer: every byte, every byte ending a word, merges that make TINY_WORDS single
+    tokens, and CLIP's two special tokens last (as in the real vocabulary)."""
     vocab: dict[str, int] = {}
-    for symbol in _byte_alphabet():
-        vocab.setdefault(symbol, len(vocab))
-    for symbol in _byte_alphabet():
-        vocab.setdefault(symbol + "</w>", len(vocab))
+    for suffix in ("", "</w>"):
+        for symbol in _byte_alphabet():
+            vocab.setdefault(symbol + suffix, len(vocab))
     merges: list[tuple[str, str]] = []
     for word in TINY_WORDS:
         pieces = list(word[:-1]) + [word[-1] + "</w>"]
@@ -77,8 +76,14 @@ def tiny_tokenizer() -> CLIPTokenizer:
                 merges.append((left, right))
             left = left + right
             vocab.setdefault(left, len(vocab))
-    for special in ("<|startoftext|>", "<|endoftext|>"):  # last, as in the real vocabulary
+    for special in ("<|startoftext|>", "<|endoftext|>"):
         vocab[special] = len(vocab)
+    return vocab, merges
+
+
+def tiny_tokenizer() -> CLIPTokenizer:
+    """A CLIP tokenizer (the real one's normalisation, pre-tokenisation and special tokens) over tiny_vocabulary()."""
+    vocab, merges = tiny_vocabulary()
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=16)
 
 

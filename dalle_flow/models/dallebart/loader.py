@@ -5,8 +5,8 @@ File layout (what `FlaxPreTrainedModel.save_pretrained` writes for dalle-mini's 
 - layers are scanned: one key per weight with a leading layer axis, e.g.
   `model/encoder/layers/FlaxBartEncoderLayers/FlaxBartAttention_0/q_proj/kernel` [L, in, out]. The unscanned
   spelling `FlaxBartEncoderLayer_<i>` (dalle-mini's `unscan()`) is accepted as well;
-- Dense `kernel` is [in, out] = the transpose of `nn.Linear.weight`; `embedding` is [rows, d_model]; LayerNorm
-  `scale` is torch's `weight`, and several layer norms store only `bias` (see attention.LayerNorm).
+- Dense `kernel` is [in, out] (kept in that layout by attention.Dense, so no transposes); `embedding` is
+  [rows, d_model]; LayerNorm `scale` is our `weight`, and several layer norms store only `bias` (attention.LayerNorm).
 
 Loading builds the model on the `meta` device, allocates it once in the target dtype, then streams tensors from the
 memory-mapped file straight into the parameters (converting dtype on the fly), so host memory peaks near one copy of
@@ -25,6 +25,7 @@ import torch
 from dalle_flow.common.device import pick_device, pick_dtype
 from dalle_flow.common.flax_msgpack import iter_leaves
 from dalle_flow.common.flax_msgpack_writer import write_flax_msgpack
+from dalle_flow.models.dallebart.attention import Dense
 from dalle_flow.models.dallebart.config import DalleBartConfig
 from dalle_flow.models.dallebart.model import DalleBart
 
@@ -53,13 +54,12 @@ class CheckpointMismatchError(ValueError):
     pass
 
 
-def _leaf_name(module_path: str, leaf: str, module: torch.nn.Module) -> tuple[str, bool]:
-    """torch leaf -> (flax leaf, transpose?)."""
-    if isinstance(module, torch.nn.Linear):
-        return f"{module_path}/kernel", True
+def _leaf_name(module_path: str, leaf: str, module: torch.nn.Module) -> str:
+    if isinstance(module, Dense):
+        return f"{module_path}/kernel"
     if isinstance(module, torch.nn.Embedding):
-        return f"{module_path}/embedding", False
-    return f"{module_path}/{'scale' if leaf == 'weight' else 'bias'}", False
+        return f"{module_path}/embedding"
+    return f"{module_path}/{'scale' if leaf == 'weight' else 'bias'}"
 
 
 def _layer_part(inner: str) -> str:
@@ -70,8 +70,8 @@ def _layer_part(inner: str) -> str:
     raise KeyError(f"no flax name for layer module {inner!r}")
 
 
-def flax_slots(model: DalleBart) -> dict[str, list[tuple[int | None, str, bool]]]:
-    """flax key (scanned layout) -> [(layer index or None, torch parameter name, transpose?)], one entry per layer."""
+def flax_slots(model: DalleBart) -> dict[str, list[tuple[int | None, str]]]:
+    """flax key (scanned layout) -> [(layer index or None, our parameter name)], one entry per layer."""
     modules = dict(model.named_modules())
     slots: dict[str, list] = {}
     for name, _ in model.named_parameters():
@@ -79,23 +79,17 @@ def flax_slots(model: DalleBart) -> dict[str, list[tuple[int | None, str, bool]]
         module = modules[module_name]
         parts = module_name.split(".")
         if parts[0] == "lm_head":
-            key, transpose = _leaf_name("lm_head", leaf, module)
-            slots.setdefault(key, []).append((None, name, transpose))
+            slots.setdefault(_leaf_name("lm_head", leaf, module), []).append((None, name))
             continue
         stack = parts[0]  # encoder | decoder
         if parts[1] == "layers":
             layer, inner = int(parts[2]), ".".join(parts[3:])
             prefix = f"model/{stack}/layers/{_SCANNED[stack]}/{_layer_part(inner)}"
-            key, transpose = _leaf_name(prefix, leaf, module)
-            slots.setdefault(key, []).append((layer, name, transpose))
+            slots.setdefault(_leaf_name(prefix, leaf, module), []).append((layer, name))
         else:
-            key, transpose = _leaf_name(f"model/{stack}/{'/'.join(parts[1:])}", leaf, module)
-            slots.setdefault(key, []).append((None, name, transpose))
+            key = _leaf_name(f"model/{stack}/{'/'.join(parts[1:])}", leaf, module)
+            slots.setdefault(key, []).append((None, name))
     return slots
-
-
-def _file_shape(param_shape, transpose: bool) -> tuple[int, ...]:
-    return tuple(reversed(param_shape)) if transpose else tuple(param_shape)
 
 
 def flax_shapes(model: DalleBart) -> dict[str, tuple[int, ...]]:
@@ -103,8 +97,8 @@ def flax_shapes(model: DalleBart) -> dict[str, tuple[int, ...]]:
     params = dict(model.named_parameters())
     shapes = {}
     for key, entries in flax_slots(model).items():
-        layer, name, transpose = entries[0]
-        shape = _file_shape(params[name].shape, transpose)
+        layer, name = entries[0]
+        shape = tuple(params[name].shape)
         shapes[key] = shape if layer is None else (len(entries),) + shape
     return shapes
 
@@ -144,7 +138,7 @@ def load_flax_weights_(model: DalleBart, checkpoint) -> DalleBart:
                 unexpected.append("/".join(path))
                 continue
         layered = entries[0][0] is not None and layer is None
-        expected = _file_shape(params[entries[0][1]].shape, entries[0][2])
+        expected = tuple(params[entries[0][1]].shape)
         expected = (len(entries),) + expected if layered else expected
         if tuple(array.shape) != expected:
             wrong_shape.append(f"{'/'.join(path)}: file {tuple(array.shape)} != model {expected}")
@@ -153,13 +147,12 @@ def load_flax_weights_(model: DalleBart, checkpoint) -> DalleBart:
             wrong_shape.append(f"{'/'.join(path)}: dtype {array.dtype} is not floating point")
             continue
         source = _as_tensor(array)
-        for entry_layer, name, transpose in entries:
-            piece = source[entry_layer] if layered else source
-            params[name].copy_(piece.T if transpose else piece)
+        for entry_layer, name in entries:
+            params[name].copy_(source[entry_layer] if layered else source)
             filled.add((key, entry_layer))
         del source, array  # the reader releases this tensor's pages when we advance
     missing = [f"{key}" + ("" if layer is None else f" (layer {layer})")
-               for key, entries in slots.items() for layer, _, _ in entries if (key, layer) not in filled]
+               for key, entries in slots.items() for layer, _ in entries if (key, layer) not in filled]
     if unexpected or missing or wrong_shape:
         problems = []
         for label, items in (("unexpected tensors in the file", unexpected),
@@ -214,8 +207,7 @@ def save_dallebart(model: DalleBart, folder, dtype=np.float32) -> Path:
 
     def producer(entries):
         def make():
-            pieces = [params[name].detach().float().cpu() for _, name, _ in entries]
-            pieces = [p.T if transpose else p for p, (_, _, transpose) in zip(pieces, entries)]
+            pieces = [params[name].detach().float().cpu() for _, name in entries]
             stacked = torch.stack(pieces) if entries[0][0] is not None else pieces[0]
             return stacked.contiguous().numpy().astype(dtype)
         return make

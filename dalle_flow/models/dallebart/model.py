@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from dalle_flow.models.dallebart.attention import Dense
 from dalle_flow.models.dallebart.config import DalleBartConfig
 from dalle_flow.models.dallebart.decoder import Decoder, DecoderCache
 from dalle_flow.models.dallebart.encoder import Encoder
@@ -15,15 +16,15 @@ class DalleBart(nn.Module):
         self.config = config
         self.encoder = Encoder(config)
         self.decoder = Decoder(config)
-        self.lm_head = nn.Linear(config.d_model, config.num_logits, bias=False)
+        self.lm_head = Dense(config.d_model, config.num_logits)
 
     @property
     def device(self) -> torch.device:
-        return self.lm_head.weight.device
+        return self.lm_head.kernel.device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.lm_head.weight.dtype
+        return self.lm_head.kernel.dtype
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.encoder(input_ids, attention_mask)
@@ -43,16 +44,19 @@ class DalleBart(nn.Module):
 
 
 def tiny_config(image_codebook_size: int = 16384, encoder_vocab_size: int = 50272, max_text_length: int = 64,
-                d_model: int = 64, layers: int = 2, heads: int = 4) -> DalleBartConfig:
+                d_model: int = 64, layers: int = 2, heads: int = 4, image_length: int = 256) -> DalleBartConfig:
     """A small DalleBart with the real special-id conventions: codes 0..codebook-1, decoder start = codebook,
-    bos/eos/pad = codebook + 1, 31 non-code ids (as mega's 16415 = 16384 + 31), 256 image tokens (a 16x16 VQGAN grid).
+    bos/eos/pad = codebook + 1, 31 non-code ids (as mega's 16415 = 16384 + 31), 256 image tokens (a 16x16 VQGAN grid,
+    so a tiny VQGAN decodes them to 256x256 images). The defaults match mega's vocabularies, so real tokenizer ids and
+    real VQGAN codes fit.
     """
     return DalleBartConfig(
         d_model=d_model, encoder_layers=layers, decoder_layers=layers, encoder_attention_heads=heads,
         decoder_attention_heads=heads, encoder_ffn_dim=2 * d_model, decoder_ffn_dim=2 * d_model,
         encoder_vocab_size=encoder_vocab_size, image_vocab_size=image_codebook_size + 31,
-        max_text_length=max_text_length, image_length=256, decoder_start_token_id=image_codebook_size,
-        bos_token_id=image_codebook_size + 1, eos_token_id=image_codebook_size + 1, pad_token_id=image_codebook_size + 1,
+        max_text_length=max_text_length, image_length=image_length, decoder_start_token_id=image_codebook_size,
+        bos_token_id=image_codebook_size + 1, eos_token_id=image_codebook_size + 1,
+        pad_token_id=image_codebook_size + 1,
     )
 
 
@@ -69,8 +73,8 @@ def randomize_(model: DalleBart, seed: int = 0) -> DalleBart:
             value = 1.0 + 0.1 * noise
         elif "embed" in name:
             value = noise
-        else:  # [out, in] matrices: unit-variance outputs for unit-variance inputs
-            value = noise / param.shape[1] ** 0.5
+        else:  # [in, out] kernels: unit-variance outputs for unit-variance inputs
+            value = noise / param.shape[0] ** 0.5
         param.copy_(value)
     return model
 
@@ -78,4 +82,4 @@ def randomize_(model: DalleBart, seed: int = 0) -> DalleBart:
 def tiny_dallebart(seed: int = 0, device="cpu", dtype: torch.dtype = torch.float32, **config_overrides) -> DalleBart:
     """The tiny preset's DalleBart: d_model 64, 2+2 layers, real special ids, deterministic random weights."""
     model = DalleBart(tiny_config(**config_overrides))
-    return randomize_(model, seed).to(device=device, dtype=dtype).eval()
+    return randomize_(model, seed).to(device=device, dtype=dtype).eval().requires_grad_(False)

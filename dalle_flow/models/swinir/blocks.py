@@ -8,7 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dalle_flow.models.swinir.window_attention import WindowAttention, shifted_window_mask, window_merge, window_partition
+from dalle_flow.models.swinir.window_attention import (WindowAttention, shifted_window_mask, window_merge,
+                                                       window_partition)
 
 
 class Mlp(nn.Module):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from dalle_flow.common.device import pick_device, pick_dtype
 from dalle_flow.models.swinir.network import SwinIR, SwinIRConfig
 
 WRAPPER_KEYS = ("params_ema", "params")  # the released GAN file uses params_ema; other SwinIR files use params
@@ -34,7 +35,9 @@ def derive_config(state: dict[str, torch.Tensor], **overrides) -> SwinIRConfig:
     Read off the tensors: in_chans, embed_dim, depths, num_heads, window_size, mlp_ratio, qkv_bias, patch_norm, ape,
     resi_connection, upscale, num_feat and img_size (from the stored shifted-window masks: (img_size/window)^2 windows;
     square crops only). Not recoverable, so the released model's values are assumed unless overridden: img_range 1.0,
-    patch_size 1, qk_scale None, rgb_mean. A file without any mask (all depths 1) is given img_size 64.
+    patch_size 1, qk_scale None, rgb_mean. A file without any mask (all depths 1) is given img_size 64. A model
+    trained with img_size <= window_size only shows its shrunken window (see blocks.effective_window): pass the
+    config for such files.
     """
     def shape(key):
         if key not in state:
@@ -95,10 +98,12 @@ def load_state_dict_strict(model: torch.nn.Module, state: dict[str, torch.Tensor
     model.load_state_dict(state, strict=True, assign=assign)
 
 
-def load_swinir(path, config: SwinIRConfig | dict | None = None, device="cpu",
-                dtype: torch.dtype = torch.float32) -> SwinIR:
+def load_swinir(path, config: SwinIRConfig | dict | None = None, device: str | torch.device = "cpu",
+                dtype: torch.dtype | str = torch.float32) -> SwinIR:
     """A SwinIR in eval mode with every tensor of `path` loaded (strict).
 
+    device: 'cpu', 'cuda', 'auto'...; dtype: a torch dtype or a name ('auto' is fp16 on a GPU, fp32 on the CPU; the
+    reference ran fp32, half precision moves a few output values by one grey level).
     config None reads the structure off the file (see derive_config); for the released file that is the real-SR x4
     large model. The shifted-window masks and position indices in the file are loaded like the weights.
     """
@@ -110,7 +115,13 @@ def load_swinir(path, config: SwinIRConfig | dict | None = None, device="cpu",
     load_state_dict_strict(model, state, assign=True)
     # The non-persistent mean is not in the file, so it is still on meta: rebuild it.
     model.rgb_mean = torch.tensor(config.rgb_mean if config.in_chans == 3 else (0.0,)).view(1, -1, 1, 1)
+    device, dtype = _device_dtype(device, dtype)
     return model.to(device=device, dtype=dtype).eval()
+
+
+def _device_dtype(device, dtype) -> tuple[torch.device, torch.dtype]:
+    device = pick_device(str(device)) if device is not None else pick_device(None)
+    return device, dtype if isinstance(dtype, torch.dtype) else pick_dtype(device, dtype)
 
 
 def tiny_config() -> SwinIRConfig:
@@ -122,13 +133,15 @@ def tiny_config() -> SwinIRConfig:
     return SwinIRConfig(img_size=64, depths=(2, 2), embed_dim=16, num_heads=(2, 2), num_feat=16)
 
 
-def tiny_swinir(device="cpu", dtype: torch.dtype = torch.float32, seed: int = TINY_SEED) -> SwinIR:
+def tiny_swinir(device: str | torch.device = "cpu", dtype: torch.dtype | str = torch.float32,
+                seed: int = TINY_SEED) -> SwinIR:
     """A small SwinIR with deterministic random weights (no file): same seed, same weights, on any machine."""
     config = tiny_config()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = SwinIR(config)
         model.reset_parameters()
+    device, dtype = _device_dtype(device, dtype)
     return model.to(device=device, dtype=dtype).eval()
 
 

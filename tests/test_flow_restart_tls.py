@@ -1,0 +1,61 @@
+"""Flows of their own: the store survives a restart byte for byte; TLS over gRPC and HTTPS; monitoring."""
+from __future__ import annotations
+
+import subprocess
+import urllib.request
+
+import pytest
+from docarray import Document
+from jina import Client
+
+from tests.conftest import png_data_uri, start_tiny_flow, test_image
+
+pytestmark = pytest.mark.flow
+
+
+def test_store_survives_restart_byte_identical(tmp_path):
+    uris = [png_data_uri(test_image(24, seed=s)) for s in range(3)]
+    flow = start_tiny_flow(tmp_path)
+    try:
+        for uri in uris:
+            Document(uri=uri, text="keep me").post(flow.url("grpc") + "/upscale")
+    finally:
+        flow.flow.close()
+    flow = start_tiny_flow(tmp_path)
+    try:
+        history = Client(host=flow.url("grpc")).post("/history", parameters={"limit": 10})
+    finally:
+        flow.flow.close()
+    assert [d.uri for d in history] == uris[::-1]  # newest first, the very same PNG bytes
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+def test_tls_grpcs_and_https_and_monitoring(tmp_path, tls_files, monkeypatch):
+    cert, key = tls_files
+    flow = start_tiny_flow(tmp_path, tls_cert=str(cert), tls_key=str(key), monitoring=True)
+    try:
+        # grpcio reads the trusted roots from this variable; a self-signed certificate must be trusted explicitly
+        monkeypatch.setenv("GRPC_DEFAULT_SSL_ROOTS_FILE_PATH", str(cert))
+        result = Document(text="secure").post(flow.url("grpc"))
+        assert result.embedding is not None
+        out = subprocess.run(["curl", "-s", "--cacert", str(cert), "-X", "POST", f"{flow.url('http')}/post",
+                              "-H", "Content-Type: application/json",
+                              "-d", '{"data": [{"text": "secure"}], "execEndpoint": "/"}'],
+                             capture_output=True, text=True, timeout=60, check=True).stdout
+        assert '"embedding"' in out
+        plain = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                                f"http://127.0.0.1:{flow.http}/post"], capture_output=True, text=True, timeout=30)
+        assert plain.stdout != "200"  # plain HTTP is not served when TLS is on
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{flow.monitoring_port}/", timeout=10).read().decode()
+        assert "jina" in metrics or "python_info" in metrics
+    finally:
+        flow.flow.close()
