@@ -35,6 +35,9 @@ def main(argv=None) -> int:
     p.add_argument("--workspace", help="where the store keeps its database (default ./workspace)")
     p.add_argument("--preset", choices=["real", "tiny"], help="model preset (default $DALLE_FLOW_PRESET or real)")
     p.set_defaults(func=serve)
+    from dalle_flow.weights_cli import add_parser
+
+    add_parser(commands)
     args = parser.parse_args(argv)
     return args.func(args)
 

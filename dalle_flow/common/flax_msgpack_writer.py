@@ -33,7 +33,7 @@ def _nest(items: Iterable[tuple[tuple[str, ...], Leaf]]) -> dict:
 
 
 def _write_array(f, array: np.ndarray):
-    array = np.ascontiguousarray(array)
+    array = np.asarray(array, order="C")  # (ascontiguousarray would turn a 0-d array into 1-d)
     if array.dtype.byteorder == ">":
         array = array.astype(array.dtype.newbyteorder("<"))
     nbytes = array.nbytes

@@ -31,8 +31,9 @@ class WeightFile:
     hf_repo: str | None = None
     hf_revision: str | None = None
     url: str | None = None
-    size: int | None = None  # bytes, where known
+    size: int | None = None  # exact bytes, where known (checked after download)
     sha256: str | None = None
+    approx_size: int | None = None  # for disk planning only: from the model's parameter count
 
     @property
     def key(self) -> str:
@@ -46,8 +47,12 @@ class WeightFile:
         return self.url or "?"
 
 
-def _hf(group, repo, names, revision=None):
-    return [WeightFile(group, name, hf_repo=repo, hf_revision=revision) for name in names]
+def _hf(group, repo, names, revision=None, approx=None):
+    approx = approx or {}
+    return [WeightFile(group, name, hf_repo=repo, hf_revision=revision, approx_size=approx.get(name)) for name in names]
+
+
+GB, MB = 10**9, 10**6
 
 
 DALLE_MEGA_REPO = "dalle-mini/dalle-mega"
@@ -61,18 +66,23 @@ CLIPSEG_REPO = "CIDAS/clipseg-rd64-refined"
 
 REGISTRY: list[WeightFile] = [
     *_hf("dalle", DALLE_MEGA_REPO, ["config.json", "flax_model.msgpack", "vocab.json", "merges.txt",
-                                    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]),
+                                    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"],
+         approx={"flax_model.msgpack": int(10.5 * GB)}),
     WeightFile("dalle", "enwiki-words-frequency.txt", hf_repo="dalle-mini/dalle-mini"),
-    *_hf("vqgan", VQGAN_REPO, ["config.json", "flax_model.msgpack"], revision=VQGAN_REVISION),
-    WeightFile("glid3", "finetune.pt", url=f"{GLID3_BASE_URL}/finetune.pt"),
-    WeightFile("glid3", "kl-f8.pt", url=f"{GLID3_BASE_URL}/kl-f8.pt"),
-    WeightFile("glid3", "bert.pt", url=f"{GLID3_BASE_URL}/bert.pt"),
+    *_hf("vqgan", VQGAN_REPO, ["config.json", "flax_model.msgpack"], revision=VQGAN_REVISION,
+         approx={"flax_model.msgpack": 305 * MB}),
+    WeightFile("glid3", "finetune.pt", url=f"{GLID3_BASE_URL}/finetune.pt", approx_size=int(3.49 * GB)),
+    WeightFile("glid3", "kl-f8.pt", url=f"{GLID3_BASE_URL}/kl-f8.pt", approx_size=335 * MB),
+    WeightFile("glid3", "bert.pt", url=f"{GLID3_BASE_URL}/bert.pt", approx_size=int(2.33 * GB)),
     WeightFile("glid3", "vocab.txt", hf_repo="bert-base-uncased"),
-    WeightFile("swinir", "003_realSR_BSRGAN_DFOWMFC_s64w8_SwinIR-L_x4_GAN.pth", url=SWINIR_URL),
+    WeightFile("swinir", "003_realSR_BSRGAN_DFOWMFC_s64w8_SwinIR-L_x4_GAN.pth", url=SWINIR_URL,
+               approx_size=136 * MB),
     *_hf("clip", CLIP_REPO, ["config.json", "model.safetensors", "preprocessor_config.json", "tokenizer.json",
-                             "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json"]),
+                             "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json"],
+         approx={"model.safetensors": int(1.71 * GB)}),
     *_hf("clipseg", CLIPSEG_REPO, ["config.json", "pytorch_model.bin", "preprocessor_config.json", "tokenizer.json",
-                                   "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json"]),
+                                   "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json"],
+         approx={"pytorch_model.bin": 603 * MB}),
 ]
 GROUPS = tuple(dict.fromkeys(f.group for f in REGISTRY))
 

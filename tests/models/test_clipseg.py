@@ -155,7 +155,9 @@ def test_invert_flips_alpha(kind):
     (dict(binary_thresh_strength=300), "binary_thresh_strength"),
     (dict(binary_thresh_strength=85.5), "binary_thresh_strength"),
     (dict(thresholding_type="adaptive_mean", adaptive_thresh_block_size=2), "block_size"),
+    (dict(thresholding_type="adaptive_mean", adaptive_thresh_block_size=257), "block_size"),
     (dict(thresholding_type="adaptive_gaussian", adaptive_thresh_c=float("nan")), "adaptive_thresh_c"),
+    (dict(thresholding_type="adaptive_gaussian", adaptive_thresh_c=300.0), "adaptive_thresh_c"),
     (dict(invert="yes"), "invert"),
 ])
 def test_apply_threshold_rejects_bad_parameters(kwargs, message):

@@ -20,6 +20,10 @@ DEFAULT_THRESHOLDING = "binary"
 DEFAULT_BINARY_STRENGTH = 85
 DEFAULT_BLOCK_SIZE = 11
 DEFAULT_C = 2.0
+# Ranges enforced here and declared as the /segment parameters (executors/clipseg): one definition for both.
+BINARY_STRENGTH_RANGE = (0, 255)  # grey levels of the stretched map
+BLOCK_SIZE_RANGE = (3, 255)  # odd window side in image pixels; a Gaussian window costs O(block) per pixel
+ADAPTIVE_C_RANGE = (-255.0, 255.0)  # subtracted from a local mean of grey levels; beyond this every pixel is equal
 
 
 def _check_image(image) -> np.ndarray:
@@ -87,14 +91,15 @@ def apply_threshold(mask: np.ndarray, thresholding_type: str = DEFAULT_THRESHOLD
     if thresholding_type == "none":
         bw = grey
     elif thresholding_type == "binary":
-        strength = _int_param("binary_thresh_strength", binary_thresh_strength, 0, 255)
+        strength = _int_param("binary_thresh_strength", binary_thresh_strength, *BINARY_STRENGTH_RANGE)
         bw = cv2.threshold(grey, strength, 255, cv2.THRESH_BINARY)[1]
     else:
-        block = _int_param("adaptive_thresh_block_size", adaptive_thresh_block_size, 3, None)
+        block = _int_param("adaptive_thresh_block_size", adaptive_thresh_block_size, *BLOCK_SIZE_RANGE)
         block -= 1 - block % 2  # even -> next odd below, like the original
         if isinstance(adaptive_thresh_c, bool) or not isinstance(adaptive_thresh_c, (int, float, np.number)) \
-                or not np.isfinite(adaptive_thresh_c):
-            raise ValueError(f"adaptive_thresh_c: must be a number, got {adaptive_thresh_c!r}")
+                or not ADAPTIVE_C_RANGE[0] <= adaptive_thresh_c <= ADAPTIVE_C_RANGE[1]:
+            raise ValueError(f"adaptive_thresh_c: must be a number between {ADAPTIVE_C_RANGE[0]:g} and "
+                             f"{ADAPTIVE_C_RANGE[1]:g}, got {adaptive_thresh_c!r}")
         method = cv2.ADAPTIVE_THRESH_MEAN_C if thresholding_type == "adaptive_mean" else \
             cv2.ADAPTIVE_THRESH_GAUSSIAN_C
         bw = cv2.adaptiveThreshold(grey, 255, method, cv2.THRESH_BINARY, block, float(adaptive_thresh_c))

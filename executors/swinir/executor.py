@@ -1,0 +1,115 @@
+"""`upscaler`: SwinIR x4 on /upscale, DALL·E Flow's last step (a chosen 256×256 candidate becomes 1024×1024).
+
+A request Document is upscaled when it carries an image, and so is every match that carries one (a prompt Document
+whose matches are the candidates). Whatever is already tagged `upscaled` is left alone, so posting the same Document
+twice does not upscale it twice. The output replaces `.uri` (a PNG data URI); the candidate's own tags stay.
+"""
+from __future__ import annotations
+
+from docarray import DocumentArray
+from jina import Executor, requests
+
+from dalle_flow.common.images import MAX_IMAGE_SIDE, document_image, has_image, image_to_data_uri
+from dalle_flow.common.parameters import Param, parse
+from dalle_flow.common.presets import is_tiny, preset_tags
+from dalle_flow.common.weights import resolve
+from dalle_flow.models.swinir import load_swinir, tiny_swinir, upscale
+
+SWINIR_FILE = "003_realSR_BSRGAN_DFOWMFC_s64w8_SwinIR-L_x4_GAN.pth"
+REAL_LABEL = "SwinIR-L real-SR x4 GAN"
+TINY_LABEL = "SwinIR tiny x4 (random weights)"
+# x4 of 1024 is 4096, the largest side any image may have in this Flow (common.images.MAX_IMAGE_SIDE); untiled
+# SwinIR-L memory grows with the pixel count, so larger inputs are refused rather than risked.
+DEFAULT_MAX_INPUT_SIDE = 1024
+DEFAULT_TILE_OVERLAP = 32  # the reference script's default
+
+
+def upscale_params(window: int, max_side: int) -> list[Param]:
+    """The /upscale parameters. tile None runs the whole image at once (as DALL·E Flow did); a tile size bounds
+    memory by the tile instead of the image, with slightly different pixels at the seams."""
+    return [Param("tile", "int", default=None, low=window, high=max_side, optional=True),
+            Param("tile_overlap", "int", default=DEFAULT_TILE_OVERLAP, low=0, high=max_side - 1)]
+
+
+def padded_side(side: int, window: int) -> int:
+    """The side the pipeline runs at: it always pads to the next multiple of the window (pipeline.symmetric_pad)."""
+    return (side // window + 1) * window
+
+
+class SwinIRUpscaler(Executor):
+    def __init__(self, device: str = "auto", dtype: str = "auto", preset: str | None = None,
+                 weights_dir: str | None = None, max_input_side: int = DEFAULT_MAX_INPUT_SIDE, **kwargs):
+        super().__init__(**kwargs)
+        self.preset = preset
+        if is_tiny(preset):
+            self.model, self.label = tiny_swinir(device, dtype), TINY_LABEL
+        else:
+            # resolved here, not on the first request: a missing file stops the Flow at start with its name
+            path = resolve("swinir", SWINIR_FILE, weights_dir)
+            self.model, self.label = load_swinir(path, device=device, dtype=dtype), REAL_LABEL
+        self.scale, self.window = self.model.upscale, self.model.window_size
+        if not 1 <= int(max_input_side) <= MAX_IMAGE_SIDE // self.scale:
+            raise ValueError(f"max_input_side: must be between 1 and {MAX_IMAGE_SIDE // self.scale} (x{self.scale} "
+                             f"must stay within {MAX_IMAGE_SIDE} pixels), got {max_input_side!r}")
+        self.max_input_side = int(max_input_side)
+        self.params = upscale_params(self.window, self.max_input_side)
+
+    @requests(on="/upscale")
+    def upscale(self, docs: DocumentArray, parameters: dict = None, **kwargs):
+        options = self._options(parameters)
+        jobs = self._collect(docs, options)
+        # every input is checked before the first image runs, and Documents change only once all have run: a bad
+        # image in a request neither wastes the others' compute nor leaves the request half upscaled
+        outputs = [upscale(self.model, image, **options) for _, image in jobs]
+        for (target, _), image in zip(jobs, outputs):
+            self._write(target, image, options)
+
+    def _options(self, parameters) -> dict:
+        options = parse(parameters, self.params)
+        tile, overlap = options["tile"], options["tile_overlap"]
+        if tile is not None and tile % self.window:
+            raise ValueError(f"tile: must be a multiple of the window size {self.window} (or null for no tiling), "
+                             f"got {tile}")
+        if tile is not None and overlap >= tile:
+            raise ValueError(f"tile_overlap: must be smaller than tile = {tile}, got {overlap}")
+        return options
+
+    def _collect(self, docs: DocumentArray, options: dict) -> list:
+        jobs = []
+        for i, doc in enumerate(docs):
+            targets = [(doc, f"docs[{i}]")] if has_image(doc) else []
+            targets += [(m, f"docs[{i}].matches[{j}]") for j, m in enumerate(doc.matches) if has_image(m)]
+            if not targets:
+                raise ValueError(f"docs[{i}]: carries no image to upscale; send the image inline (a data: URI, .blob "
+                                 f"or .tensor), on the Document or on its matches")
+            for target, field in targets:
+                if target.tags.get("upscaled"):
+                    continue
+                jobs.append((target, self._checked_image(target, field, options)))
+        return jobs
+
+    def _checked_image(self, doc, field: str, options: dict):
+        try:
+            image = document_image(doc, what=field)
+        except ValueError as exc:  # its messages start with uri/blob/tensor: say which Document
+            raise ValueError(f"{field}.{exc}") from None
+        h, w = image.shape[:2]
+        if max(h, w) > self.max_input_side:
+            raise ValueError(f"{field}: image must be at most {self.max_input_side} pixels on each side to upscale "
+                             f"x{self.scale} (to {self.max_input_side * self.scale}), got {w}×{h}")
+        tile, overlap = options["tile"], options["tile_overlap"]
+        # the pipeline shrinks a tile larger than the padded image to the image; the overlap must still fit
+        if tile is not None and overlap >= min(tile, padded_side(h, self.window), padded_side(w, self.window)):
+            raise ValueError(f"tile_overlap: must be smaller than the tile actually used for {field} "
+                             f"({min(tile, padded_side(h, self.window), padded_side(w, self.window))}, the padded "
+                             f"image being smaller than tile = {tile}), got {overlap}")
+        return image
+
+    def _write(self, doc, image, options: dict):
+        doc.uri = image_to_data_uri(image)
+        doc.mime_type = "image/png"
+        doc.blob, doc.tensor = None, None  # the image lives in .uri alone (DESIGN: no duplicate blob)
+        tags = {"upscaled": True, "upscaler": self.label, "width": int(image.shape[1]), "height": int(image.shape[0])}
+        if options["tile"] is not None:  # tiled pixels differ slightly from whole-image ones: say how it ran
+            tags.update(tile=options["tile"], tile_overlap=options["tile_overlap"])
+        doc.tags.update({**tags, **preset_tags(self.preset)})
