@@ -14,11 +14,10 @@ pytestmark = pytest.mark.flow
 
 
 def test_store_survives_restart_byte_identical(tmp_path):
-    uris = [png_data_uri(test_image(24, seed=s)) for s in range(3)]
+    inputs = [png_data_uri(test_image(24, seed=s)) for s in range(3)]
     flow = start_tiny_flow(tmp_path)
-    try:
-        for uri in uris:
-            Document(uri=uri, text="keep me").post(flow.url("grpc") + "/upscale")
+    try:  # the store keeps what /upscale served (the upscaler's x4 PNG)
+        uris = [Document(uri=uri, text="keep me").post(flow.url("grpc") + "/upscale").uri for uri in inputs]
     finally:
         flow.flow.close()
     flow = start_tiny_flow(tmp_path)

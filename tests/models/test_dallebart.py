@@ -289,8 +289,10 @@ def test_generate_tokens_rejects_bad_arguments(small, kwargs, message):
 def test_tiny_dallebart_is_deterministic_with_real_conventions():
     a, b = tiny_dallebart(), tiny_dallebart()
     c = a.config
-    assert c.image_length == 256 and c.image_codebook_size == 16384 and c.decoder_start_token_id == 16384
-    assert c.eos_token_id == c.pad_token_id == 16385 and c.num_logits == 16416
+    assert c.image_length == 256 and c.image_codebook_size == 64 and c.decoder_start_token_id == 64
+    assert c.eos_token_id == c.pad_token_id == 65 and c.num_logits == 96
+    real = tiny_config(image_codebook_size=16384)
+    assert (real.decoder_start_token_id, real.eos_token_id, real.num_logits) == (16384, 16385, 16416)
     for (name, p), (_, q) in zip(a.named_parameters(), b.named_parameters()):
         assert torch.equal(p, q), name
     assert not torch.equal(a.lm_head.kernel, tiny_dallebart(seed=1).lm_head.kernel)

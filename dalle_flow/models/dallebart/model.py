@@ -43,12 +43,12 @@ class DalleBart(nn.Module):
         return self.lm_head(self.decoder.step(ids, position, cache))
 
 
-def tiny_config(image_codebook_size: int = 16384, encoder_vocab_size: int = 50272, max_text_length: int = 64,
+def tiny_config(image_codebook_size: int = 64, encoder_vocab_size: int = 50272, max_text_length: int = 64,
                 d_model: int = 64, layers: int = 2, heads: int = 4, image_length: int = 256) -> DalleBartConfig:
     """A small DalleBart with the real special-id conventions: codes 0..codebook-1, decoder start = codebook,
     bos/eos/pad = codebook + 1, 31 non-code ids (as mega's 16415 = 16384 + 31), 256 image tokens (a 16x16 VQGAN grid,
-    so a tiny VQGAN decodes them to 256x256 images). The defaults match mega's vocabularies, so real tokenizer ids and
-    real VQGAN codes fit.
+    so a tiny VQGAN decodes them to 256x256 images). The codebook defaults to the tiny VQGAN's 64 entries (pass 16384
+    to pair it with the real VQGAN); the text vocabulary is mega's, so any BART tokenizer id fits.
     """
     return DalleBartConfig(
         d_model=d_model, encoder_layers=layers, decoder_layers=layers, encoder_attention_heads=heads,
@@ -80,6 +80,7 @@ def randomize_(model: DalleBart, seed: int = 0) -> DalleBart:
 
 
 def tiny_dallebart(seed: int = 0, device="cpu", dtype: torch.dtype = torch.float32, **config_overrides) -> DalleBart:
-    """The tiny preset's DalleBart: d_model 64, 2+2 layers, real special ids, deterministic random weights."""
+    """The tiny preset's DalleBart: d_model 64, 2+2 layers, 256 image tokens over a 64-code codebook (the tiny VQGAN's),
+    real special-id conventions, deterministic random weights."""
     model = DalleBart(tiny_config(**config_overrides))
     return randomize_(model, seed).to(device=device, dtype=dtype).eval().requires_grad_(False)

@@ -129,6 +129,7 @@ def _encode_prompts(model: DalleBart, text_ids, text_mask, uncond_ids, uncond_ma
     return model.encode(text_ids, text_mask), text_mask
 
 
+@torch.no_grad()
 def sample_rows(model: DalleBart, cache: DecoderCache, rows: int, guided: bool, settings: SamplingSettings,
                  noise: NoiseFn, codebook_size: int | None, steps: int, record: dict | None) -> torch.Tensor:
     """Sample `rows` image rows (P prompts x n images, prompt-major). The cache holds 2*rows decoding rows when

@@ -1,0 +1,93 @@
+"""`clipseg`: text-prompted segmentation on /segment (CLIPSeg), as DALL·E Flow's /segment offered it.
+
+Request: `.uri` (or `.blob`/`.tensor`) = inline image, `.text` = what to segment. Response: the same Document with
+`.uri` = the image as RGBA PNG whose alpha is the mask (the prompt's region transparent by default, ready for
+inpainting; `invert: true` makes it the opaque part), and the mask alone as a chunk (grayscale PNG, kind
+`alpha_mask`). The original appended the RGBA image as a match instead; here the Document itself carries it.
+"""
+from __future__ import annotations
+
+import torch
+from docarray import Document, DocumentArray
+from jina import Executor, requests
+
+from dalle_flow.common.device import pick_device, pick_dtype
+from dalle_flow.common.images import document_image, image_to_data_uri
+from dalle_flow.common.parameters import Param, parse
+from dalle_flow.common.presets import is_tiny, preset_tags
+from dalle_flow.models.clipseg import DEFAULT_CHECKPOINT, THRESHOLDING_TYPES, apply_threshold, load_clipseg, rgba, \
+    segment, tiny_clipseg
+from dalle_flow.models.clipseg.segment import (ADAPTIVE_C_RANGE, BINARY_STRENGTH_RANGE, BLOCK_SIZE_RANGE, DEFAULT_C,
+                                               DEFAULT_BINARY_STRENGTH, DEFAULT_BLOCK_SIZE, DEFAULT_THRESHOLDING)
+
+TINY_LABEL = "CLIPSeg tiny (random weights)"
+MASK_KIND = "alpha_mask"
+
+# The /segment parameters, with the ranges the model package enforces (one definition: segment.py's constants).
+SEGMENT_PARAMS = [
+    Param("thresholding_type", "choice", default=DEFAULT_THRESHOLDING, choices=THRESHOLDING_TYPES),
+    Param("binary_thresh_strength", "int", default=DEFAULT_BINARY_STRENGTH, low=BINARY_STRENGTH_RANGE[0],
+          high=BINARY_STRENGTH_RANGE[1]),
+    Param("adaptive_thresh_block_size", "int", default=DEFAULT_BLOCK_SIZE, low=BLOCK_SIZE_RANGE[0],
+          high=BLOCK_SIZE_RANGE[1]),
+    Param("adaptive_thresh_c", "float", default=DEFAULT_C, low=ADAPTIVE_C_RANGE[0], high=ADAPTIVE_C_RANGE[1]),
+    Param("invert", "bool", default=False),
+]
+# which parameters a thresholding type reads; the others are not reported in tags, since they had no effect
+USED_BY_TYPE = {"none": (), "binary": ("binary_thresh_strength",),
+                "adaptive_mean": ("adaptive_thresh_block_size", "adaptive_thresh_c"),
+                "adaptive_gaussian": ("adaptive_thresh_block_size", "adaptive_thresh_c")}
+
+
+class ClipSegmenter(Executor):
+    def __init__(self, model_name: str = DEFAULT_CHECKPOINT, device: str = "auto", dtype: str = "auto",
+                 preset: str | None = None, weights_dir: str | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.preset = preset
+        if is_tiny(preset):
+            torch_device = pick_device(device)
+            self.model, self.processor = tiny_clipseg(torch_device, pick_dtype(torch_device, dtype))
+            self.label = TINY_LABEL
+        else:
+            # loaded (and the default checkpoint resolved through the weights registry) at start-up, so missing
+            # files stop the Flow before the first request
+            self.model, self.processor = load_clipseg(model_name, device, dtype, weights_dir)
+            self.label = f"CLIPSeg {model_name}"
+
+    @requests(on="/segment")
+    def segment(self, docs: DocumentArray, parameters: dict = None, **kwargs):
+        options = parse(parameters, SEGMENT_PARAMS)
+        # every Document is checked before the model runs on any of them: a bad one fails the request cleanly
+        inputs = [self._checked_input(doc, f"docs[{i}]") for i, doc in enumerate(docs)]
+        results = []
+        for image, prompt in inputs:
+            alpha = apply_threshold(segment(self.model, self.processor, image, prompt), **options)
+            results.append((rgba(image, alpha), alpha))
+        for doc, (image, alpha) in zip(docs, results):
+            self._write(doc, image, alpha, options)
+
+    @staticmethod
+    def _checked_input(doc, field: str):
+        if not isinstance(doc.text, str) or not doc.text.strip():
+            raise ValueError(f"{field}.text: say what to segment, e.g. Document(uri='data:image/png;base64,...', "
+                             f"text='the cat'); got an empty text")
+        try:
+            image = document_image(doc, what=field)
+        except ValueError as exc:  # its messages start with uri/blob/tensor: say which Document
+            raise ValueError(f"{field}.{exc}") from None
+        return image, doc.text
+
+    def _write(self, doc, image, alpha, options: dict):
+        kind = options["thresholding_type"]
+        settings = {"thresholding_type": kind, "invert": options["invert"],
+                    **{name: options[name] for name in USED_BY_TYPE[kind]}}
+        doc.uri = image_to_data_uri(image)
+        doc.mime_type = "image/png"
+        doc.blob, doc.tensor = None, None  # the image lives in .uri alone (DESIGN: no duplicate blob)
+        doc.tags.update({"segmented": True, "segmenter": self.label, **settings, **preset_tags(self.preset)})
+        # a Document segmented again gets its new mask instead of a second one
+        doc.chunks = DocumentArray([c for c in doc.chunks if c.tags.get("kind") != MASK_KIND])
+        doc.chunks.append(Document(
+            uri=image_to_data_uri(alpha), mime_type="image/png", text=doc.text,
+            tags={"kind": MASK_KIND, "prompt_region": "opaque" if options["invert"] else "transparent",
+                  "segmenter": self.label, **settings, **preset_tags(self.preset)}))

@@ -1,0 +1,179 @@
+"""The GLID-3 XL executor's own logic, without a Flow: parameters, prompt and CLIP embedding choice, start-up paths."""
+from __future__ import annotations
+
+import importlib.util
+import math
+
+import numpy as np
+import pytest
+import torch
+from docarray import Document, DocumentArray
+
+from dalle_flow.common.weights import MissingWeightsError
+from dalle_flow.models.clip import ClipEmbedder
+from dalle_flow.models.glid3.pipeline import Glid3Pipeline
+from tests.conftest import REPO_ROOT, png_data_uri, test_image
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def ex():
+    spec = importlib.util.spec_from_file_location("glid3_executor", REPO_ROOT / "executors" / "glid3" / "executor.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# -- parameters -------------------------------------------------------------------------------------------------------
+
+def test_defaults_per_mode(ex):
+    text = ex.request_params({}, refine=False, default_steps=100)
+    assert text == {"num_images": 2, "skip_rate": 0.5, "steps": 100, "guidance_scale": 5.0, "seed": None}
+    assert ex.request_params(None, refine=True, default_steps=10)["num_images"] == 36
+    # gRPC sends numbers as doubles; unrelated keys belong to other executors
+    got = ex.request_params({"num_images": 36.0, "steps": 8.0, "seed": 3.0, "top_k": 50}, True, 10)
+    assert (got["num_images"], got["steps"], got["seed"]) == (36, 8, 3)
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"num_images": 0}, "num_images: must be an integer between 1 and 36, got 0"),
+    ({"num_images": "many"}, "num_images: must be an integer between 1 and 36, got 'many'"),
+    ({"skip_rate": -0.1}, "skip_rate: must be a number between 0 and 1, got -0.1"),
+    ({"skip_rate": math.inf}, "skip_rate: must be a number between 0 and 1, got inf"),
+    ({"steps": 3}, "steps: must be an integer between 4 and 1000, got 3"),
+    ({"steps": 10.5}, "steps: must be an integer between 4 and 1000, got 10.5"),
+    ({"guidance_scale": math.nan}, "guidance_scale: must be a number between 0 and 50, got nan"),
+    ({"seed": 2**40}, "seed: must be an integer between 0 and"),
+])
+def test_bad_parameters_name_field_and_limit(ex, params, message):
+    for refine in (False, True):  # skip_rate is checked on `/` too: the request names a GLID-3 parameter
+        with pytest.raises(ValueError) as err:
+            ex.request_params(params, refine, 100)
+        assert message in str(err.value)
+
+
+# -- prompt and CLIP embedding ----------------------------------------------------------------------------------------
+
+def test_prompt_from_text_or_candidate_tags(ex):
+    assert ex.document_prompt(Document(text="a fox"), "docs[0]") == "a fox"
+    assert ex.document_prompt(Document(text="a fox", tags={"text": "other"}), "d") == "a fox"
+    assert ex.document_prompt(Document(tags={"text": "from tags"}), "d") == "from tags"
+    for doc in (Document(), Document(text="  "), Document(tags={"text": 5})):
+        with pytest.raises(ValueError, match=r"docs\[2\]\.text: the prompt is empty"):
+            ex.document_prompt(doc, "docs[2]")
+
+
+class CountingClip:
+    def __init__(self, dim):
+        self.dim, self.calls = dim, []
+
+    def encode_text(self, texts):
+        self.calls.append(list(texts))
+        return np.full((len(texts), self.dim), float(len(texts[0])), np.float32)
+
+
+def test_clip_embedding_choice(ex):
+    clip = CountingClip(4)
+    # no clip_proj: nothing is used or checked, CLIP is never asked
+    assert ex.prompt_clip_embedding(Document(embedding=np.ones(9)), "x", None, None, "d") is None
+    own = ex.prompt_clip_embedding(Document(embedding=np.arange(4.0)), "abc", clip, 4, "d")
+    assert own.dtype == np.float32 and np.array_equal(own, np.arange(4.0)) and clip.calls == []
+    computed = ex.prompt_clip_embedding(Document(), "abc", clip, 4, "d")
+    assert clip.calls == [["abc"]] and np.array_equal(computed, np.full(4, 3.0))
+    for bad in (np.ones(5), np.ones((1, 4)), np.array([1.0, np.nan, 0, 0])):
+        with pytest.raises(ValueError, match=r"docs\[1\]\.embedding: must be a 4-d CLIP embedding"):
+            ex.prompt_clip_embedding(Document(embedding=bad), "abc", clip, 4, "docs[1]")
+
+
+# -- the executor -----------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_executor(ex):
+    return ex.GLID3Diffusion(preset="tiny", batch_size=2)
+
+
+def test_tiny_preset_runs_the_clip_path(tiny_executor):
+    assert tiny_executor.clip_dim == 32 and tiny_executor.clip.embedding_dim == 32
+    assert tiny_executor.default_steps == 10
+    np.testing.assert_allclose(tiny_executor.blank_clip, tiny_executor.clip.encode_text([""])[0])
+
+
+def test_mixed_request_on_slash_and_batching(tiny_executor):
+    docs = DocumentArray([Document(text="a cat"), Document(uri=png_data_uri(test_image(48)), tags={"text": "a dog"})])
+    tiny_executor.generate(docs, {"steps": 4, "seed": 11, "num_images": 3, "skip_rate": 0.0})
+    for doc, refined in zip(docs, (False, True)):
+        assert [m.tags["image_index"] for m in doc.matches] == [0, 1, 2]  # 3 images in batches of 2
+        assert all(("skip_rate" in m.tags) == refined and m.tags["seed"] == 11 for m in doc.matches)
+    assert docs[1].matches[0].tags["text"] == "a dog" and docs[0].embedding is None
+
+
+def test_nothing_is_sampled_when_a_later_document_is_bad(tiny_executor):
+    docs = DocumentArray([Document(text="fine", uri=png_data_uri(test_image(32))), Document(text="no image")])
+    with pytest.raises(ValueError, match=r"docs\[1\]: the Document carries no image"):
+        tiny_executor.diffuse(docs, {"steps": 4})
+    assert len(docs[0].matches) == 0
+
+
+def test_drawn_seeds_differ_per_document_and_reproduce(tiny_executor):
+    docs = DocumentArray([Document(text="same"), Document(text="same")])
+    tiny_executor.generate(docs, {"steps": 4, "num_images": 1})
+    seeds = [d.matches[0].tags["seed"] for d in docs]
+    assert seeds[0] != seeds[1] and docs[0].matches[0].uri != docs[1].matches[0].uri
+    again = DocumentArray([Document(text="same")])
+    tiny_executor.generate(again, {"steps": 4, "num_images": 1, "seed": seeds[1]})
+    assert again[0].matches[0].uri == docs[1].matches[0].uri
+
+
+def _fake_real_weights(monkeypatch, ex, clip_embed_dim, clip=None):
+    """The real start-up path with tiny models: weight resolution and CLIP loading are observed, not performed."""
+    resolved = []
+    monkeypatch.setattr(ex, "resolve", lambda group, name: resolved.append((group, name)) or f"/w/{group}/{name}")
+
+    def from_weights(unet, kl, bert, vocab, device, dtype):
+        assert (unet, kl, bert, vocab) == ("/w/glid3/finetune.pt", "/w/glid3/kl-f8.pt", "/w/glid3/bert.pt",
+                                           "/w/glid3/vocab.txt")
+        return Glid3Pipeline.tiny(device, dtype, clip_embed_dim=clip_embed_dim)
+
+    monkeypatch.setattr(ex.Glid3Pipeline, "from_weights", staticmethod(from_weights))
+    loaded = []
+
+    def from_pretrained(path, device, dtype):
+        loaded.append(path)
+        if clip is None:
+            raise AssertionError("CLIP must not be loaded for a checkpoint without clip_proj")
+        return clip
+
+    monkeypatch.setattr(ex.ClipEmbedder, "from_pretrained", staticmethod(from_pretrained))
+    monkeypatch.setattr(ex, "resolve_hf_model", lambda group, name: f"/hf/{group}/{name}")
+    return resolved, loaded
+
+
+def test_real_checkpoint_without_clip_proj_loads_no_clip(ex, monkeypatch):
+    resolved, loaded = _fake_real_weights(monkeypatch, ex, clip_embed_dim=None)
+    executor = ex.GLID3Diffusion(preset="real", device="cpu")
+    assert resolved == [("glid3", n) for n in ("finetune.pt", "kl-f8.pt", "bert.pt", "vocab.txt")]
+    assert executor.clip is None and executor.blank_clip is None and loaded == []
+    assert executor.default_steps == 100
+    docs = DocumentArray([Document(text="a cat", embedding=np.ones(3))])  # any embedding is ignored
+    executor.generate(docs, {"steps": 4, "num_images": 1})
+    assert len(docs[0].matches) == 1 and "preset" not in docs[0].matches[0].tags
+
+
+def test_real_checkpoint_with_clip_proj_loads_the_named_clip(ex, monkeypatch):
+    clip = ClipEmbedder.tiny()
+    _, loaded = _fake_real_weights(monkeypatch, ex, clip_embed_dim=32, clip=clip)
+    executor = ex.GLID3Diffusion(preset="real", device="cpu", clip_model_name="some/clip")
+    assert loaded == ["/hf/clip/some/clip"] and executor.clip is clip
+    np.testing.assert_allclose(executor.blank_clip, clip.encode_text([""])[0])
+    _fake_real_weights(monkeypatch, ex, clip_embed_dim=16, clip=clip)
+    with pytest.raises(ValueError, match="finetune.pt projects 16-d CLIP embeddings but some/clip produces 32-d"):
+        ex.GLID3Diffusion(preset="real", device="cpu", clip_model_name="some/clip")
+
+
+def test_missing_weights_fail_at_start_naming_the_file(ex, monkeypatch, tmp_path):
+    monkeypatch.setenv("DALLE_FLOW_WEIGHTS_DIR", str(tmp_path))
+    monkeypatch.setenv("DALLE_FLOW_OFFLINE", "1")
+    monkeypatch.setattr("dalle_flow.common.weights.CACHE_DIR", tmp_path / "cache")
+    with pytest.raises(MissingWeightsError, match="'finetune.pt' \\(glid3\\) not found"):
+        ex.GLID3Diffusion(preset="real", device="cpu")
