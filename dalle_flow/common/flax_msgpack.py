@@ -207,20 +207,3 @@ def is_flax_msgpack(path) -> bool:
     path = Path(path)
     return path.is_file() and path.suffix == ".msgpack"
 
-
-def write_flat(path, tensors: dict[str, np.ndarray]) -> None:
-    """Write {'a/b/kernel': array} as Flax's to_bytes does (nested maps, ext-1 leaves of [shape, dtype, bytes]).
-    For tests and tiny checkpoints: the whole file is built in memory."""
-    import msgpack
-
-    tree: dict = {}
-    for key, array in tensors.items():
-        array = np.asarray(array)
-        array = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
-        payload = msgpack.packb([list(array.shape), array.dtype.name, array.tobytes()], use_bin_type=True)
-        *parents, leaf = key.split("/")
-        node = tree
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = msgpack.ExtType(EXT_NDARRAY, payload)
-    Path(path).write_bytes(msgpack.packb(tree, use_bin_type=True))

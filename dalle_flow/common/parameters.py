@@ -118,3 +118,10 @@ def draw_seed() -> int:
     import secrets
 
     return secrets.randbelow(SEED_MAX + 1)
+
+
+def require_prompts(docs) -> None:
+    """Every request Document must carry a prompt in `.text`; the message says which one does not."""
+    for i, doc in enumerate(docs):
+        if not doc.text or not doc.text.strip():
+            raise ValueError(f"docs[{i}].text: the prompt is empty; send Document(text='...')")

@@ -7,6 +7,7 @@ from docarray import DocumentArray
 from jina import Executor, requests
 
 from dalle_flow.common.images import document_image, has_image
+from dalle_flow.common.parameters import require_prompts
 from dalle_flow.common.presets import is_tiny
 from dalle_flow.common.weights import resolve_hf_model
 from dalle_flow.models.clip import DEFAULT_CLIP, ClipEmbedder, rank_scores
@@ -54,13 +55,17 @@ def rank_matches(clip: ClipEmbedder, doc, index: int):
     doc.matches = sorted(doc.matches, key=lambda m: m.scores["clip_score"].value, reverse=True)
 
 
-class ClipEncoder(Executor):
-    """CLIP-as-service protocol (`/encode`, `/rank`) plus the prompt embedding on `/` that GLID-3 XL consumes."""
+class _ClipExecutor(Executor):
+    """Loads CLIP once at start-up; subclasses bind endpoints (no handlers here, so none are inherited twice)."""
 
     def __init__(self, model_name: str = DEFAULT_CLIP, device: str = "auto", dtype: str = "auto",
                  preset: str | None = None, **kwargs):
         super().__init__(**kwargs)
         self.clip = load_clip(model_name, device, dtype, preset)
+
+
+class ClipEncoder(_ClipExecutor):
+    """CLIP-as-service protocol (`/encode`, `/rank`) plus the prompt embedding on `/` that GLID-3 XL consumes."""
 
     @requests(on="/encode")
     def encode(self, docs: DocumentArray, **kwargs):
@@ -74,19 +79,12 @@ class ClipEncoder(Executor):
 
     @requests(on="/")
     def encode_prompt(self, docs: DocumentArray, **kwargs):
-        for i, doc in enumerate(docs):
-            if not doc.text:
-                raise ValueError(f"docs[{i}].text: the prompt is empty; send Document(text='...')")
+        require_prompts(docs)
         embed(self.clip, docs)
 
 
-class ClipReranker(Executor):
+class ClipReranker(_ClipExecutor):
     """Ranks every candidate a prompt received on `/` (from all generators), best first; matches keep no embedding."""
-
-    def __init__(self, model_name: str = DEFAULT_CLIP, device: str = "auto", dtype: str = "auto",
-                 preset: str | None = None, **kwargs):
-        super().__init__(**kwargs)
-        self.clip = load_clip(model_name, device, dtype, preset)
 
     @requests(on="/")
     def rank_candidates(self, docs: DocumentArray, **kwargs):

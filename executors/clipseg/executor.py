@@ -55,7 +55,7 @@ class ClipSegmenter(Executor):
             self.label = f"CLIPSeg {model_name}"
 
     @requests(on="/segment")
-    def segment(self, docs: DocumentArray, parameters: dict = None, **kwargs):
+    def segment_docs(self, docs: DocumentArray, parameters: dict = None, **kwargs):
         options = parse(parameters, SEGMENT_PARAMS)
         # every Document is checked before the model runs on any of them: a bad one fails the request cleanly
         inputs = [self._checked_input(doc, f"docs[{i}]") for i, doc in enumerate(docs)]

@@ -7,7 +7,7 @@ from docarray import DocumentArray
 from jina import Executor, requests
 
 from dalle_flow.common.outputs import image_document, request_timer
-from dalle_flow.common.parameters import Param, draw_seed, parse, seed_param
+from dalle_flow.common.parameters import Param, draw_seed, parse, require_prompts, seed_param
 from dalle_flow.common.presets import is_tiny
 from dalle_flow.common.weights import resolve, resolve_group
 from dalle_flow.models.dallebart.pipeline import DALLE_DEFAULTS, DalleMegaPipeline
@@ -45,9 +45,7 @@ class DalleMega(Executor):
         seed = values.pop("seed")
         seed = draw_seed() if seed is None else seed
         num_images = values.pop("num_images")
-        for i, doc in enumerate(docs):
-            if not doc.text:
-                raise ValueError(f"docs[{i}].text: the prompt is empty; send Document(text='...')")
+        require_prompts(docs)
         for doc in docs:
             images = self.pipeline.generate(doc.text, num_images, seed, **values)
             doc.matches.extend(image_document(image, "DALLE-mega", doc.text, seed, started, self.preset, **values)

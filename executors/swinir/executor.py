@@ -55,7 +55,7 @@ class SwinIRUpscaler(Executor):
         self.params = upscale_params(self.window, self.max_input_side)
 
     @requests(on="/upscale")
-    def upscale(self, docs: DocumentArray, parameters: dict = None, **kwargs):
+    def upscale_docs(self, docs: DocumentArray, parameters: dict = None, **kwargs):
         options = self._options(parameters)
         jobs = self._collect(docs, options)
         # every input is checked before the first image runs, and Documents change only once all have run: a bad

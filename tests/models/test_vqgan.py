@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from dalle_flow.common import flax_msgpack
+from dalle_flow.common.flax_msgpack_writer import write_flax_msgpack
 from dalle_flow.models.vqgan import (CheckpointMismatch, VQGAN, VQGANConfig, load_vqgan, postprocess, save_vqgan,
                                      tiny_vqgan)
 from dalle_flow.models.vqgan.loader import CHECKPOINT_NAME, CONFIG_NAME, build_empty, flax_layout
@@ -101,7 +102,7 @@ def _write_variant(folder: Path, source: Path, edit) -> Path:
     folder.mkdir()
     tensors = flax_msgpack.read_all(source / CHECKPOINT_NAME)
     edit(tensors)
-    flax_msgpack.write_flat(folder / CHECKPOINT_NAME, tensors)
+    write_flax_msgpack(folder / CHECKPOINT_NAME, ((tuple(k.split("/")), v) for k, v in tensors.items()))
     (folder / CONFIG_NAME).write_text((source / CONFIG_NAME).read_text())
     return folder
 

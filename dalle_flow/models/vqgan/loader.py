@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from dalle_flow.common import flax_msgpack
+from dalle_flow.common.flax_msgpack_writer import write_flax_msgpack
 from dalle_flow.models.vqgan.config import VQGANConfig
 from dalle_flow.models.vqgan.model import VQGAN
 
@@ -138,7 +139,7 @@ def save_vqgan(model: VQGAN, folder) -> Path:
     for key, (torch_key, _) in flax_layout(model).items():
         array = params[torch_key].detach().float().cpu().numpy()
         tensors[key] = array.transpose(2, 3, 1, 0) if array.ndim == 4 else array  # OIHW -> HWIO
-    flax_msgpack.write_flat(folder / CHECKPOINT_NAME, tensors)
+    write_flax_msgpack(folder / CHECKPOINT_NAME, ((tuple(k.split("/")), v) for k, v in tensors.items()))
     config = {"architectures": ["del"], **model.config.to_dict()}  # the class-name quirk of the real config.json
     (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     return folder
