@@ -69,14 +69,16 @@ class RunningFlow:
         return f"{scheme}://127.0.0.1:{getattr(self, protocol)}"
 
 
-def start_tiny_flow(workspace: Path, tls_cert=None, tls_key=None, monitoring=False) -> RunningFlow:
+def start_tiny_flow(workspace: Path, tls_cert=None, tls_key=None, monitoring=False, **toggles) -> RunningFlow:
+    """`toggles`: ServeOptions toggle fields; by default every executor, clipseg (opt-in) included."""
     from dalle_flow.flow_config import ServeOptions, build_flow
 
     os.environ["DALLE_FLOW_PRESET"] = "tiny"
     ports = free_ports(4)
     options = ServeOptions(ports=tuple(ports[:3]), tls_cert=tls_cert, tls_key=tls_key, monitoring=monitoring,
                            monitoring_port=ports[3] if monitoring else None, workspace=str(workspace),
-                           env={"DALLE_FLOW_PRESET": "tiny", "OMP_NUM_THREADS": "1"})
+                           env={"DALLE_FLOW_PRESET": "tiny", "OMP_NUM_THREADS": "1"},
+                           **{"enable_clipseg": True, **toggles})
     flow = build_flow(options)
     flow.start()
     running = RunningFlow(flow, ports[:3], workspace, tls=bool(tls_cert))

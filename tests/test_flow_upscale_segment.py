@@ -133,7 +133,7 @@ SMALL = png_data_uri(test_image(16, seed=2))
     ("/upscale", Document(uri=SMALL), {"tile": "big"}, "tile: must be an integer between 8 and 1024, got 'big'"),
     ("/upscale", Document(uri=SMALL), {"tile": 12}, "tile: must be a multiple of the window size 8"),
     ("/upscale", Document(uri=SMALL), {"tile": 16, "tile_overlap": 16}, "tile_overlap: must be smaller than tile"),
-    ("/upscale", Document(uri=SMALL), {"tile_overlap": 2.5}, "tile_overlap: must be an integer between 0 and 1023"),
+    ("/upscale", Document(uri=SMALL), {"tile_overlap": 2.5}, "tile_overlap: must be an integer >= 0, got 2.5"),
     ("/upscale", Document(uri=png_data_uri(np.zeros((8, 1040, 3), np.uint8))), {},
      "docs[0]: image must be at most 1024 pixels on each side to upscale x4 (to 4096), got 1040×8"),
     ("/segment", Document(uri=SMALL), {}, "docs[0].text: say what to segment"),

@@ -26,9 +26,10 @@ DEFAULT_TILE_OVERLAP = 32  # the reference script's default
 
 def upscale_params(window: int, max_side: int) -> list[Param]:
     """The /upscale parameters. tile None runs the whole image at once (as DALL·E Flow did); a tile size bounds
-    memory by the tile instead of the image, with slightly different pixels at the seams."""
+    memory by the tile instead of the image, with slightly different pixels at the seams. tile_overlap's upper
+    bound is the tile in use (checked against it), so it has none of its own here."""
     return [Param("tile", "int", default=None, low=window, high=max_side, optional=True),
-            Param("tile_overlap", "int", default=DEFAULT_TILE_OVERLAP, low=0, high=max_side - 1)]
+            Param("tile_overlap", "int", default=DEFAULT_TILE_OVERLAP, low=0)]
 
 
 def padded_side(side: int, window: int) -> int:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from dalle_flow.models.glid3.kl_vae_blocks import Decoder, Encoder
+from dalle_flow.models.autoencoder_blocks import Decoder, Encoder
 from dalle_flow.models.glid3.unpickle import Checkpoint, load_checkpoint, load_state_dict_strict
 
 SCALE_FACTOR = 0.18215  # GLID-3 / LDM latent scale for kl-f8
@@ -62,9 +62,9 @@ class AutoencoderKL(nn.Module):
         self.config = config
         c = config
         self.encoder = Encoder(c.ch, c.ch_mult, c.num_res_blocks, c.in_channels, c.z_channels, True, c.attn_levels,
-                               c.dropout)
-        self.decoder = Decoder(c.ch, c.ch_mult, c.num_res_blocks, c.out_ch, c.z_channels, c.attn_levels, c.dropout,
-                               c.tanh_out)
+                               dropout=c.dropout)
+        self.decoder = Decoder(c.ch, c.ch_mult, c.num_res_blocks, c.out_ch, c.z_channels, c.attn_levels,
+                               dropout=c.dropout, tanh_out=c.tanh_out)
         self.quant_conv = nn.Conv2d(2 * c.z_channels, 2 * c.embed_dim, 1)
         self.post_quant_conv = nn.Conv2d(c.embed_dim, c.z_channels, 1)
 

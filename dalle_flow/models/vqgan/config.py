@@ -24,7 +24,7 @@ class VQGANConfig:
     n_embed: int = 16384
     in_channels: int = 3
     out_ch: int = 3
-    dropout: float = 0.0  # inference only: never applied
+    dropout: float = 0.0  # used in training only (dropout is the identity in eval mode)
     double_z: bool = False
     resamp_with_conv: bool = True
     give_pre_end: bool = False
@@ -49,6 +49,19 @@ class VQGANConfig:
     @property
     def downsample_factor(self) -> int:
         return 2 ** (self.num_resolutions - 1)
+
+    # Attention sits at the levels whose nominal resolution is in `attn_resolutions`. The reference's encoder halves
+    # `resolution` (floor) level by level, while its decoder restarts from resolution // 2**(n-1) and doubles: the
+    # two sequences differ when `resolution` is not a multiple of 2**(n-1) (e.g. 90), hence one property for each.
+    @property
+    def encoder_attn_levels(self) -> tuple[int, ...]:
+        return tuple(i for i in range(self.num_resolutions) if self.resolution // 2 ** i in self.attn_resolutions)
+
+    @property
+    def decoder_attn_levels(self) -> tuple[int, ...]:
+        lowest = self.resolution // self.downsample_factor
+        return tuple(i for i in range(self.num_resolutions)
+                     if lowest * 2 ** (self.num_resolutions - 1 - i) in self.attn_resolutions)
 
     @classmethod
     def from_dict(cls, data: dict) -> "VQGANConfig":

@@ -9,9 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from dalle_flow.models.autoencoder_blocks import Decoder, Encoder
 from dalle_flow.models.vqgan.config import VQGANConfig
-from dalle_flow.models.vqgan.decoder import Decoder
-from dalle_flow.models.vqgan.encoder import Encoder
 from dalle_flow.models.vqgan.quantizer import VectorQuantizer
 
 TINY_SEED = 20220521
@@ -21,8 +20,11 @@ class VQGAN(nn.Module):
     def __init__(self, config: VQGANConfig):
         super().__init__()
         self.config = config
-        self.encoder = Encoder(config)
-        self.decoder = Decoder(config)
+        c = config
+        self.encoder = Encoder(c.ch, c.ch_mult, c.num_res_blocks, c.in_channels, c.z_channels, c.double_z,
+                               c.encoder_attn_levels, c.resamp_with_conv, c.dropout)
+        self.decoder = Decoder(c.ch, c.ch_mult, c.num_res_blocks, c.out_ch, c.z_channels, c.decoder_attn_levels,
+                               c.resamp_with_conv, c.dropout, give_pre_end=c.give_pre_end)
         self.quantize = VectorQuantizer(config.n_embed, config.embed_dim)
         z_out = 2 * config.z_channels if config.double_z else config.z_channels
         self.quant_conv = nn.Conv2d(z_out, config.embed_dim, 1)

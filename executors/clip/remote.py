@@ -1,0 +1,123 @@
+"""CLIP-as-service instead of local CLIP (DALLE_FLOW_CLIP_SERVER): `clip_encoder` and `rerank` forward to it.
+
+Why forwarders and not Jina `external: true` executors pointing at the service, as the original DALL·E Flow did:
+with Jina 3.34 the gateway sends an external executor every endpoint under its own name. `uses_requests`
+({'/': '/rank'}) is applied by an executor's own runtime, which an external one does not run here, so the external
+`rerank` encoded the prompt and ranked nothing (tests/test_flow_toggles.py shows the forwarder ranking); and
+CLIP-as-service's catch-all `encode` would embed the images of /diffuse (which diffusion then reads as the prompt
+embedding), /upscale and /segment. These forwarders send exactly what local CLIP handles (`/`, `/encode`, `/rank`)
+and nothing else. Images go out as inline PNG bytes, never as a URI: the service would fetch it.
+
+The access token (api.clip.jina.ai needs one) comes from $DALLE_FLOW_CLIP_TOKEN at start-up, so it never lands in a
+Flow YAML or a Kubernetes manifest.
+"""
+from __future__ import annotations
+
+import os
+from urllib.parse import urlsplit
+
+from docarray import Document, DocumentArray
+from jina import Executor, requests
+
+from dalle_flow.common.images import document_image, encode_png, has_image
+from dalle_flow.common.parameters import require_prompts
+
+TOKEN_ENV = "DALLE_FLOW_CLIP_TOKEN"
+SCORES = ("clip_score", "clip_score_cosine")
+
+
+def outgoing(doc, what: str) -> Document:
+    """What CLIP reads of a Document: its inline image as PNG bytes (validated here), else its text."""
+    if has_image(doc):
+        return Document(blob=encode_png(document_image(doc, what=what)), mime_type="image/png")
+    if doc.text:
+        return Document(text=doc.text)
+    raise ValueError(f"{what}: carries neither text nor an image to encode")
+
+
+class _ClipService(Executor):
+    def __init__(self, server: str, batch_size: int = 8, **kwargs):
+        super().__init__(**kwargs)
+        from jina import Client
+
+        self.server = server
+        self.batch_size = batch_size
+        self.client = Client(host=server, asyncio=True)
+        token = os.environ.get(TOKEN_ENV)
+        scheme = urlsplit(server).scheme
+        # as clip_client sends it: gRPC metadata, or an HTTP header
+        self.auth = {} if not token else (
+            {"headers": {"Authorization": token}} if scheme.startswith("http") else
+            {"metadata": (("authorization", token),)})
+
+    async def _call(self, endpoint: str, docs: DocumentArray) -> DocumentArray:
+        """Send `docs` (ids are their positions) and return the replies in the same order."""
+        for i, doc in enumerate(docs):
+            doc.id = str(i)
+        replies = DocumentArray()
+        try:
+            async for part in self.client.post(endpoint, inputs=docs, request_size=self.batch_size,
+                                               parameters={"drop_image_content": True}, **self.auth):
+                replies.extend(part)
+        except Exception as exc:  # a network or service failure: say where, the Flow itself keeps serving
+            raise RuntimeError(f"CLIP-as-service at {self.server} ({endpoint}) failed: {exc}") from None
+        by_id = {d.id: d for d in replies}
+        missing = [d.id for d in docs if d.id not in by_id]
+        if missing:
+            raise RuntimeError(f"CLIP-as-service at {self.server} ({endpoint}) answered {len(by_id)} of "
+                               f"{len(docs)} Documents")
+        return DocumentArray(by_id[d.id] for d in docs)
+
+    async def _embed(self, docs: DocumentArray):
+        out = DocumentArray(outgoing(doc, f"docs[{i}]") for i, doc in enumerate(docs))
+        for doc, reply in zip(docs, await self._call("/encode", out)):
+            doc.embedding = reply.embedding
+
+    async def _rank(self, docs: DocumentArray, keep_embeddings: bool):
+        """Reorder each Document's matches best first with the service's scores (CLIP-as-service /rank)."""
+        ranked = [(i, doc) for i, doc in enumerate(docs) if len(doc.matches)]
+        out = DocumentArray()
+        for i, doc in ranked:
+            query = outgoing(doc, f"docs[{i}]")
+            query.matches = [outgoing(m, f"docs[{i}].matches[{j}]") for j, m in enumerate(doc.matches)]
+            for j, match in enumerate(query.matches):
+                match.id = str(j)
+            out.append(query)
+        for (i, doc), reply in zip(ranked, await self._call("/rank", out)):
+            originals = list(doc.matches)
+            order = [int(m.id) for m in reply.matches]
+            if sorted(order) != list(range(len(originals))):
+                raise RuntimeError(f"CLIP-as-service at {self.server} (/rank) returned other matches than sent")
+            for reply_match, j in zip(reply.matches, order):
+                for name in SCORES:
+                    if name in reply_match.scores:
+                        originals[j].scores[name] = reply_match.scores[name]
+                originals[j].embedding = reply_match.embedding if keep_embeddings else None
+            doc.matches = [originals[j] for j in order]
+            if keep_embeddings:
+                doc.embedding = reply.embedding
+
+
+class ClipServiceEncoder(_ClipService):
+    """`clip_encoder` over CLIP-as-service: the prompt embedding on `/`, and `/encode`, `/rank` passed on."""
+
+    @requests(on="/")
+    async def encode_prompt(self, docs: DocumentArray, **kwargs):
+        require_prompts(docs)
+        await self._embed(docs)
+
+    @requests(on="/encode")
+    async def encode(self, docs: DocumentArray, **kwargs):
+        await self._embed(docs)
+
+    @requests(on="/rank")
+    async def rank(self, docs: DocumentArray, **kwargs):
+        await self._rank(docs, keep_embeddings=True)
+
+
+class ClipServiceReranker(_ClipService):
+    """`rerank` over CLIP-as-service: every candidate of a prompt on `/`, best first; matches keep no embedding."""
+
+    @requests(on="/")
+    async def rank_candidates(self, docs: DocumentArray, **kwargs):
+        await self._rank(docs, keep_embeddings=False)
