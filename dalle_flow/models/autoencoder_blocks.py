@@ -1,4 +1,5 @@
-"""The convolutional autoencoder of taming-transformers / latent-diffusion (`diffusionmodules/model.py`).
+"""The convolutional autoencoder of taming-transformers / latent-diffusion (`diffusionmodules/model.py`, and the
+frame of `VQModel` / `AutoencoderKL` around it).
 
 The VQGAN (vqgan/) and the LDM KL-f8 first stage (glid3/kl_vae.py) were trained with the same reference code, so they
 share these modules; only their configs and what sits between encoder and decoder (codebook vs Gaussian posterior)
@@ -194,3 +195,30 @@ class Decoder(nn.Module):
             return x
         x = self.conv_out(F.silu(self.norm_out(x)))
         return torch.tanh(x) if self.tanh_out else x
+
+
+class LatentAutoencoder(nn.Module):
+    """The frame taming's VQModel and ldm's AutoencoderKL share: subclasses build `encoder`, `decoder` and the 1x1
+    `quant_conv` / `post_quant_conv` into and out of the latent space (a codebook or a Gaussian posterior sits
+    between them); inputs are moved to the weights' device and dtype."""
+
+    encoder: Encoder
+    decoder: Decoder
+    quant_conv: nn.Conv2d
+    post_quant_conv: nn.Conv2d
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.quant_conv.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.quant_conv.weight.device
+
+    def encode_latent(self, x: torch.Tensor) -> torch.Tensor:
+        """quant_conv(encoder(x)): the latent before quantisation / the posterior's stacked moments."""
+        return self.quant_conv(self.encoder(x.to(self.device, self.dtype)))
+
+    def decode_latent(self, z: torch.Tensor) -> torch.Tensor:
+        """decoder(post_quant_conv(z)), in the weights' dtype."""
+        return self.decoder(self.post_quant_conv(z.to(self.device, self.dtype)))

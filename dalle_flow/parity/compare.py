@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dalle_flow.models.state_dict import shape_mismatch
+
 
 @dataclass
 class CaseResult:
@@ -53,22 +55,29 @@ def compare_exact(name: str, actual, expected) -> CaseResult:
     return CaseResult(name, mismatches == 0, err, f"{mismatches} mismatching entries" if mismatches else "")
 
 
+def compare_outputs(name: str, actual: dict, expected: dict[str, np.ndarray], atol: float, rtol: float) -> CaseResult:
+    """One line for a case with several expected outputs: integer outputs (and every output when atol = rtol = 0)
+    compared exactly, the rest with `compare_arrays`; ok when all are, reporting the worst error and what failed."""
+    results = []
+    for key, want in expected.items():
+        if key not in actual:
+            results.append(CaseResult(key, False, float("inf"), "not computed from these inputs"))
+        elif np.issubdtype(want.dtype, np.integer) or (atol == 0 and rtol == 0):
+            results.append(compare_exact(key, actual[key], want))
+        else:
+            results.append(compare_arrays(key, actual[key], want, atol, rtol))
+    if not results:
+        return CaseResult(name, False, float("inf"), "nothing compared")
+    bad = [r for r in results if not r.ok]
+    err = max(r.max_abs_err for r in results)
+    detail = "; ".join(f"{r.name}: err {r.max_abs_err:.3g} {r.detail}".strip() for r in bad)
+    return CaseResult(name, not bad, err, detail or f"{len(results)} outputs: {', '.join(r.name for r in results)}")
+
+
 def compare_state_shapes(name: str, shapes: dict[str, tuple], expected: dict[str, list]) -> CaseResult:
-    """Key-for-key and shape-for-shape comparison of a model's tensors against a manifest."""
-    expected = {k: tuple(v) for k, v in expected.items()}
-    shapes = {k: tuple(v) for k, v in shapes.items()}
-    missing = sorted(set(expected) - set(shapes))
-    extra = sorted(set(shapes) - set(expected))
-    wrong = sorted(k for k in set(shapes) & set(expected) if shapes[k] != expected[k])
-    problems = []
-    if missing:
-        problems.append(f"missing {len(missing)} (e.g. {missing[:3]})")
-    if extra:
-        problems.append(f"unexpected {len(extra)} (e.g. {extra[:3]})")
-    if wrong:
-        problems.append(f"wrong shape {len(wrong)} (e.g. {[(k, shapes[k], expected[k]) for k in wrong[:3]]})")
-    ok = not problems
-    return CaseResult(name, ok, 0.0, f"{len(expected)} tensors match" if ok else "; ".join(problems))
+    """Key-for-key and shape-for-shape comparison of a model's tensors (got) against a manifest (want)."""
+    problems = shape_mismatch(shapes, expected)
+    return CaseResult(name, not problems, 0.0, problems or f"{len(expected)} tensors match")
 
 
 def read_manifest(folder) -> dict | None:

@@ -104,7 +104,7 @@ def test_strict_loading_names_the_problem():
     with pytest.raises(ValueError, match="unexpected 1: extra.weight"):
         unet_from_state_dict({**sd, "extra.weight": torch.zeros(1)}, config)
     wrong = dict(sd, **{"time_embed.0.weight": torch.zeros(3, 3)})
-    with pytest.raises(ValueError, match="wrong shape: time_embed.0.weight"):
+    with pytest.raises(ValueError, match="wrong shape 1: time_embed.0.weight"):
         unet_from_state_dict(wrong, config)
     with pytest.raises(ValueError, match="super-resolution"):
         unet_from_state_dict({**sd, "external_block.0.0.weight": torch.zeros(1)}, config)

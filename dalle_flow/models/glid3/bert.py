@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dalle_flow.models.glid3.unpickle import load_checkpoint, load_state_dict_strict
+from dalle_flow.models.glid3.unpickle import load_checkpoint
+from dalle_flow.models.state_dict import load_state_dict_strict
 
 DIM_HEAD = 64  # x-transformers' default head width; ldm never overrides it (nor heads=8)
 

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from dalle_flow.models.autoencoder_blocks import Decoder, Encoder
-from dalle_flow.models.glid3.unpickle import Checkpoint, load_checkpoint, load_state_dict_strict
+from dalle_flow.models.autoencoder_blocks import Decoder, Encoder, LatentAutoencoder
+from dalle_flow.models.glid3.unpickle import Checkpoint, load_checkpoint
+from dalle_flow.models.state_dict import load_state_dict_strict
 
 SCALE_FACTOR = 0.18215  # GLID-3 / LDM latent scale for kl-f8
 LOGVAR_MIN, LOGVAR_MAX = -30.0, 20.0
@@ -56,7 +57,7 @@ class KLConfig:
                    dropout=float(ddconfig.get("dropout", 0.0)), tanh_out=bool(ddconfig.get("tanh_out", False)))
 
 
-class AutoencoderKL(nn.Module):
+class AutoencoderKL(LatentAutoencoder):
     def __init__(self, config: KLConfig):
         super().__init__()
         self.config = config
@@ -68,17 +69,9 @@ class AutoencoderKL(nn.Module):
         self.quant_conv = nn.Conv2d(2 * c.z_channels, 2 * c.embed_dim, 1)
         self.post_quant_conv = nn.Conv2d(c.embed_dim, c.z_channels, 1)
 
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.quant_conv.weight.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.quant_conv.weight.device
-
     def moments(self, x: torch.Tensor) -> torch.Tensor:
         """(N, in_channels, H, W) -> (N, 2*embed_dim, H/f, W/f): mean and logvar stacked on channels, unclamped."""
-        return self.quant_conv(self.encoder(x.to(self.dtype)))
+        return self.encode_latent(x)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x in [-1, 1] -> posterior (mean, logvar), logvar clamped to [-30, 20] as ldm's DiagonalGaussian does."""
@@ -87,7 +80,7 @@ class AutoencoderKL(nn.Module):
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Unscaled latent (N, embed_dim, h, w) -> image (N, out_ch, h*f, w*f), not clamped."""
-        return self.decoder(self.post_quant_conv(z.to(self.dtype)))
+        return self.decode_latent(z)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Deterministic reconstruction through the posterior mode."""

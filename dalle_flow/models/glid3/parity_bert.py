@@ -12,17 +12,7 @@ import numpy as np
 import torch
 
 from dalle_flow.models.glid3.bert import BertConfig, config_from_state_dict, full_bert_meta, load_bert_embedder
-from dalle_flow.parity.compare import (CaseResult, compare_arrays, compare_exact, compare_state_shapes, load_npz,
-                                       read_manifest)
-
-
-def _combine(name: str, results: list[CaseResult]) -> CaseResult:
-    if not results:
-        return CaseResult(name, False, float("inf"), "nothing compared")
-    bad = [r for r in results if not r.ok]
-    err = max(r.max_abs_err for r in results)
-    detail = "; ".join(f"{r.name}: err {r.max_abs_err:.3g} {r.detail}".strip() for r in bad)
-    return CaseResult(name, not bad, err, detail or f"{len(results)} outputs: {', '.join(r.name for r in results)}")
+from dalle_flow.parity.compare import CaseResult, compare_outputs, compare_state_shapes, load_npz, read_manifest
 
 
 def _vocab_path(folder: Path, spec: dict) -> Path:
@@ -74,15 +64,7 @@ def run_fixture(folder: Path, spec: dict) -> list[CaseResult]:
         inputs = load_npz(folder / case["inputs"])
         expected = load_npz(folder / case["expected"])
         got = _outputs(model, inputs, set(expected))
-        per_key = []
-        for key, want in expected.items():
-            if key not in got:
-                per_key.append(CaseResult(key, False, float("inf"), "not computed from these inputs"))
-            elif np.issubdtype(want.dtype, np.integer) or (case["atol"] == 0 and case["rtol"] == 0):
-                per_key.append(compare_exact(key, got[key], want))
-            else:
-                per_key.append(compare_arrays(key, got[key], want, case["atol"], case["rtol"]))
-        results.append(_combine(case["name"], per_key))
+        results.append(compare_outputs(case["name"], got, expected, case["atol"], case["rtol"]))
 
     manifest = read_manifest(folder)
     if manifest is not None:

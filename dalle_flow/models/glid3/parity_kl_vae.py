@@ -13,16 +13,7 @@ import torch
 
 from dalle_flow.models.glid3.kl_vae import (SCALE_FACTOR, KLConfig, config_from_state_dict, full_kl_f8_meta,
                                             load_kl_vae, sample_posterior)
-from dalle_flow.parity.compare import CaseResult, compare_arrays, compare_state_shapes, load_npz, read_manifest
-
-
-def _combine(name: str, results: list[CaseResult]) -> CaseResult:
-    bad = [r for r in results if not r.ok]
-    err = max((r.max_abs_err for r in results), default=0.0)
-    if not results:
-        return CaseResult(name, False, float("inf"), "nothing compared")
-    detail = "; ".join(f"{r.name}: err {r.max_abs_err:.3g} {r.detail}".strip() for r in bad)
-    return CaseResult(name, not bad, err, detail or f"{len(results)} outputs: {', '.join(r.name for r in results)}")
+from dalle_flow.parity.compare import CaseResult, compare_outputs, compare_state_shapes, load_npz, read_manifest
 
 
 @torch.no_grad()
@@ -64,13 +55,7 @@ def run_fixture(folder: Path, spec: dict) -> list[CaseResult]:
         inputs = load_npz(folder / case["inputs"])
         expected = load_npz(folder / case["expected"])
         got = _outputs(model, inputs, scale)
-        per_key = []
-        for key, want in expected.items():
-            if key not in got:
-                per_key.append(CaseResult(key, False, float("inf"), "not computed from these inputs"))
-            else:
-                per_key.append(compare_arrays(key, got[key], want, case["atol"], case["rtol"]))
-        results.append(_combine(case["name"], per_key))
+        results.append(compare_outputs(case["name"], got, expected, case["atol"], case["rtol"]))
 
     manifest = read_manifest(folder)
     if manifest is not None:

@@ -12,8 +12,7 @@ against an allow-list instead:
 
 The loaded object tree is then walked like `nn.Module.state_dict()` would (`_parameters`, persistent `_buffers`,
 `_modules`), and plain attributes (`embed_dim`, `tanh_out`, ...) are kept for config checks. Plain state_dicts and
-{'state_dict': ...} training checkpoints go through the same restricted path. `load_state_dict_strict` is the shared
-strict loader (one error listing every missing / unexpected / mis-shaped key).
+{'state_dict': ...} training checkpoints go through the same restricted path.
 """
 from __future__ import annotations
 
@@ -26,7 +25,6 @@ from pathlib import Path
 
 import torch
 import torch._utils
-from torch import nn
 
 # module prefixes whose globals become inert stand-ins (matched as `ns` or `ns.` prefix)
 # (training checkpoints may also pickle their LPIPS loss, hence torchvision.models and lpips)
@@ -233,22 +231,3 @@ def load_checkpoint(path) -> Checkpoint:
         return Checkpoint(OrderedDict(obj), "state_dict")
     raise ValueError(f"{path}: not a torch module, state_dict or {{'state_dict': ...}} checkpoint "
                      f"(got {type(obj).__name__})")
-
-
-def load_state_dict_strict(model: nn.Module, sd: dict[str, torch.Tensor], what: str, assign: bool = False) -> None:
-    """Every tensor used and every parameter filled, with shapes checked; one error listing all problems.
-
-    assign=True adopts the checkpoint's tensors instead of copying (for a model built on the meta device).
-    """
-    own = model.state_dict()
-    missing = [k for k in own if k not in sd]
-    unexpected = [k for k in sd if k not in own]
-    wrong = [f"{k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
-             for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or wrong:
-        parts = []
-        for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
-            if items:
-                parts.append(f"{label} ({len(items)}): {', '.join(items[:8])}{' ...' if len(items) > 8 else ''}")
-        raise ValueError(f"{what}: checkpoint does not match the model; " + "; ".join(parts))
-    model.load_state_dict(sd, strict=True, assign=assign)

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from dalle_flow.common.device import pick_device, pick_dtype
+from dalle_flow.models.state_dict import load_state_dict_strict
 from dalle_flow.models.swinir.network import SwinIR, SwinIRConfig
 
 WRAPPER_KEYS = ("params_ema", "params")  # the released GAN file uses params_ema; other SwinIR files use params
@@ -82,22 +83,6 @@ def build_swinir(config: SwinIRConfig | dict | None = None, device="cpu") -> Swi
         return SwinIR(config or SwinIRConfig())
 
 
-def load_state_dict_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], assign: bool = False) -> None:
-    """load_state_dict(strict=True) with one error listing every missing, unexpected and mis-shaped tensor."""
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = sorted((k, tuple(state[k].shape), tuple(own[k].shape)) for k in set(own) & set(state)
-                   if tuple(state[k].shape) != tuple(own[k].shape))
-    if missing or unexpected or wrong:
-        lines = [f"checkpoint does not fit {type(model).__name__}:"]
-        lines += [f"  missing ({len(missing)}): {missing}"] if missing else []
-        lines += [f"  unexpected ({len(unexpected)}): {unexpected}"] if unexpected else []
-        lines += [f"  wrong shape (key, file, model) ({len(wrong)}): {wrong}"] if wrong else []
-        raise ValueError("\n".join(lines))
-    model.load_state_dict(state, strict=True, assign=assign)
-
-
 def load_swinir(path, config: SwinIRConfig | dict | None = None, device: str | torch.device = "cpu",
                 dtype: torch.dtype | str = torch.float32) -> SwinIR:
     """A SwinIR in eval mode with every tensor of `path` loaded (strict).
@@ -112,7 +97,7 @@ def load_swinir(path, config: SwinIRConfig | dict | None = None, device: str | t
         config = SwinIRConfig.from_dict(config)
     config = config or derive_config(state)
     model = build_swinir(config, device="meta")  # no time spent initialising weights that are overwritten
-    load_state_dict_strict(model, state, assign=True)
+    load_state_dict_strict(model, state, str(path), assign=True)
     # The non-persistent mean is not in the file, so it is still on meta: rebuild it.
     model.rgb_mean = torch.tensor(config.rgb_mean if config.in_chans == 3 else (0.0,)).view(1, -1, 1, 1)
     device, dtype = _device_dtype(device, dtype)

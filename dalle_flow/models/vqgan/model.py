@@ -9,14 +9,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from dalle_flow.models.autoencoder_blocks import Decoder, Encoder
+from dalle_flow.models.autoencoder_blocks import Decoder, Encoder, LatentAutoencoder
 from dalle_flow.models.vqgan.config import VQGANConfig
 from dalle_flow.models.vqgan.quantizer import VectorQuantizer
 
 TINY_SEED = 20220521
 
 
-class VQGAN(nn.Module):
+class VQGAN(LatentAutoencoder):
     def __init__(self, config: VQGANConfig):
         super().__init__()
         self.config = config
@@ -25,22 +25,13 @@ class VQGAN(nn.Module):
                                c.encoder_attn_levels, c.resamp_with_conv, c.dropout)
         self.decoder = Decoder(c.ch, c.ch_mult, c.num_res_blocks, c.out_ch, c.z_channels, c.decoder_attn_levels,
                                c.resamp_with_conv, c.dropout, give_pre_end=c.give_pre_end)
-        self.quantize = VectorQuantizer(config.n_embed, config.embed_dim)
-        z_out = 2 * config.z_channels if config.double_z else config.z_channels
-        self.quant_conv = nn.Conv2d(z_out, config.embed_dim, 1)
-        self.post_quant_conv = nn.Conv2d(config.embed_dim, config.z_channels, 1)
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.quant_conv.weight.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.quant_conv.weight.device
+        self.quantize = VectorQuantizer(c.n_embed, c.embed_dim)
+        self.quant_conv = nn.Conv2d(2 * c.z_channels if c.double_z else c.z_channels, c.embed_dim, 1)
+        self.post_quant_conv = nn.Conv2d(c.embed_dim, c.z_channels, 1)
 
     def pre_quant(self, pixels: torch.Tensor) -> torch.Tensor:
         """pixels (b, in_channels, H, W) in [0, 1] -> z_e (b, embed_dim, H/f, W/f), before quantisation."""
-        return self.quant_conv(self.encoder(pixels.to(self.device, self.dtype)))
+        return self.encode_latent(pixels)
 
     def encode(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """pixels (b, in_channels, H, W) -> (quantised latents (b, embed_dim, H/f, W/f), ids (b, H/f * W/f))."""
@@ -48,7 +39,7 @@ class VQGAN(nn.Module):
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """latents (b, embed_dim, h, w) -> images (b, out_ch, h*f, w*f) float32, not clipped."""
-        return self.decoder(self.post_quant_conv(latents.to(self.device, self.dtype))).float()
+        return self.decode_latent(latents).float()
 
     def decode_code(self, ids: torch.Tensor) -> torch.Tensor:
         """ids (b, s*s) in raster order (DalleBart output without BOS) -> images (b, out_ch, s*f, s*f) float32."""
