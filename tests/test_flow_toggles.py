@@ -1,0 +1,241 @@
+"""Toggles: the rewiring of every combination (no Flow started), the environment and command line, then three
+tiny starts: a Flow without DALL·E Mega and SwinIR, a stand-in CLIP-as-service, and a Flow without GLID-3 XL that
+uses it with two DALL·E replicas."""
+from __future__ import annotations
+
+import io
+import itertools
+import subprocess
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from docarray import Document, DocumentArray
+from jina import Client
+
+from dalle_flow import flow_graph
+from dalle_flow.__main__ import main
+from dalle_flow.flow_config import (FLOW_YML, OPTIONAL_EXECUTORS, REPO_ROOT, TOGGLES, ServeOptions, flow_dict,
+                                    toggles_from_env)
+from tests.conftest import decode_data_uri, error_text, free_ports, png_data_uri, start_tiny_flow, test_image
+
+FLAGS = [attr for attr, _, _ in TOGGLES]
+COMBINATIONS = [dict(zip(FLAGS, values)) for values in itertools.product([False, True], repeat=len(FLAGS))]
+
+
+def executors(spec: dict) -> dict[str, list[str]]:
+    return {e["name"]: e["needs"] for e in spec["executors"]}
+
+
+def full_graph() -> list[dict]:
+    """flow.yml with every optional executor added: the graph every toggle starts from."""
+    with open(FLOW_YML) as f:
+        graph = flow_graph.normalize_needs(yaml.safe_load(f)["executors"])
+    for entry in OPTIONAL_EXECUTORS.values():
+        graph = flow_graph.append_after_sinks(graph, entry)
+    return graph
+
+
+# ---------------------------------------------------------------- rewiring, every combination
+
+@pytest.mark.parametrize("toggles", COMBINATIONS, ids=lambda t: "-".join(k for k, v in t.items() if v) or "none")
+def test_every_combination_keeps_what_depended_on_what(toggles):
+    off = {name for attr, _, name in TOGGLES if toggles[attr] == attr.startswith("disable_")}
+    if {"dalle", "diffusion"} <= off:
+        with pytest.raises(ValueError, match="at least one generator must stay enabled"):
+            flow_dict(ServeOptions(**toggles))
+        return
+    spec = flow_dict(ServeOptions(**toggles))
+    got = spec["executors"]
+    full = full_graph()
+    assert [e["name"] for e in got] == [n for n in flow_graph.names(full) if n not in off]
+    for executor in got:
+        # what ran before an executor still does, through whatever remains, and nothing else was added
+        before = flow_graph.ancestors(full, executor["name"]) - off
+        assert flow_graph.ancestors(got, executor["name"]) == before, executor["name"]
+        assert executor["needs"] == flow_graph.minimal_needs(got, executor["needs"])  # no redundant edge
+    from jina import Flow
+
+    Flow.load_config(yaml.safe_dump(spec, sort_keys=False))  # Jina accepts the topology (nothing is started)
+
+
+def test_the_issue_examples_of_rewiring():
+    assert executors(flow_dict(ServeOptions(disable_dalle_mega=True)))["rerank"] == ["diffusion"]
+    without_diffusion = flow_dict(ServeOptions(disable_glid3xl=True))
+    assert "dalle" in executors(without_diffusion)["rerank"]
+    assert "clip_encoder" in flow_graph.ancestors(without_diffusion["executors"], "rerank")
+    assert executors(flow_dict(ServeOptions(disable_swinir=True)))["store"] == ["rerank"]
+    assert executors(flow_dict(ServeOptions(enable_clipseg=True)))["clipseg"] == ["store"]
+
+
+def test_flow_yml_itself_serves_the_default_set():
+    with open(FLOW_YML) as f:
+        names = [e["name"] for e in yaml.safe_load(f)["executors"]]
+    assert "clipseg" not in names and {"dalle", "diffusion", "upscaler", "rerank", "store"} <= set(names)
+    assert [e["name"] for e in flow_dict(ServeOptions())["executors"]] == names
+
+
+def test_graph_removal_is_generic():
+    graph = flow_graph.normalize_needs([
+        {"name": "a"}, {"name": "b", "needs": "gateway"}, {"name": "m", "needs": ["a", "b"]},
+        {"name": "x", "needs": ["m"]}, {"name": "y", "needs": ["m", "a"]}])
+    assert flow_graph.names(graph) == ["a", "b", "m", "x", "y"] and graph[0]["needs"] == ["gateway"]
+    rest = flow_graph.remove_executor(graph, "m")
+    assert executors({"executors": rest}) == {"a": ["gateway"], "b": ["gateway"], "x": ["a", "b"], "y": ["a", "b"]}
+    assert executors({"executors": flow_graph.remove_executor(rest, "a")})["x"] == ["b"]  # gateway is b's ancestor
+    assert flow_graph.sinks(rest) == ["x", "y"]
+    assert flow_graph.append_after_sinks(rest, {"name": "z"})[-1]["needs"] == ["x", "y"]
+    with pytest.raises(ValueError, match="no such executor"):
+        flow_graph.remove_executor(graph, "nope")
+    with pytest.raises(ValueError, match="not listed before it"):
+        flow_graph.normalize_needs([{"name": "a", "needs": ["b"]}, {"name": "b"}])
+
+
+# ---------------------------------------------------------------- settings and the environment
+
+def test_environment_sets_toggles_devices_gpus_replicas():
+    env = {"DISABLE_DALLE_MEGA": "1", "DISABLE_SWINIR": "no", "ENABLE_CLIPSEG": "TRUE",
+           "DALLE_FLOW_DEVICE_DIFFUSION": "cuda:1", "DALLE_FLOW_CUDA_DEVICES_CLIPSEG": "RR",
+           "DALLE_FLOW_REPLICAS_DIFFUSION": "2", "DALLE_FLOW_REPLICAS_DALLE": "3"}
+    options = ServeOptions(**toggles_from_env(env))
+    assert (options.disable_dalle_mega, options.disable_swinir, options.enable_clipseg) == (True, False, True)
+    spec = {e["name"]: e for e in flow_dict(options)["executors"]}
+    assert "dalle" not in spec  # its replica setting is ignored with it
+    assert spec["diffusion"]["uses_with"] == {"device": "cuda:1"} and spec["diffusion"]["replicas"] == 2
+    assert spec["clipseg"]["env"] == {"CUDA_VISIBLE_DEVICES": "RR"}
+    assert "replicas" not in spec["upscaler"] and "uses_with" not in spec["upscaler"]
+    assert toggles_from_env({}) == {**{f: False for f in FLAGS}, "devices": {}, "cuda_devices": {}, "replicas": {},
+                                    "clip_server": None}
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"DISABLE_GLID3XL": "maybe"}, "DISABLE_GLID3XL: must be one of 1/true/yes/on or 0/false/no/off, got 'maybe'"),
+    ({"DALLE_FLOW_REPLICAS_DALE": "2"}, "DALLE_FLOW_REPLICAS_DALE: no executor named 'DALE'"),
+    ({"DALLE_FLOW_REPLICAS_DALLE": "two"}, "DALLE_FLOW_REPLICAS_DALLE: must be an integer between 1 and 16, got 'two'"),
+    ({"DALLE_FLOW_REPLICAS_DALLE": "0"}, "must be an integer between 1 and 16, got '0'"),
+    ({"DALLE_FLOW_REPLICAS_STORE": "2"}, "DALLE_FLOW_REPLICAS_STORE: store must run as one replica"),
+    ({"DALLE_FLOW_DEVICE_DALLE": "gpu0"}, "DALLE_FLOW_DEVICE_DALLE: must be auto, cpu, cuda or cuda:N, got 'gpu0'"),
+    ({"DALLE_FLOW_DEVICE_STORE": "cpu"}, "DALLE_FLOW_DEVICE_STORE: store runs no model here"),
+    ({"DALLE_FLOW_CUDA_DEVICES_DALLE": "cuda:0"}, "DALLE_FLOW_CUDA_DEVICES_DALLE: must be GPU indices like 1"),
+    ({"DALLE_FLOW_CLIP_SERVER": "api.clip.jina.ai"}, "DALLE_FLOW_CLIP_SERVER: must be SCHEME://HOST:PORT"),
+    ({"DALLE_FLOW_CLIP_SERVER": "grpcs://host:2096", "DALLE_FLOW_DEVICE_RERANK": "cpu"},
+     "DALLE_FLOW_DEVICE_RERANK: rerank runs no model here"),
+    ({"DISABLE_DALLE_MEGA": "1", "DISABLE_GLID3XL": "on"}, "at least one generator must stay enabled"),
+])
+def test_bad_settings_are_refused_with_the_variable_named(env, message):
+    with pytest.raises(ValueError) as err:
+        flow_dict(ServeOptions(**toggles_from_env(env)))
+    assert message in str(err.value)
+
+
+def test_external_clip_server_replaces_local_clip_with_forwarders():
+    spec = {e["name"]: e for e in flow_dict(ServeOptions(clip_server="grpcs://api.clip.jina.ai:2096"))["executors"]}
+    for name, config in (("clip_encoder", "remote.yml"), ("rerank", "remote_rerank.yml")):
+        assert spec[name]["uses"] == str(REPO_ROOT / "executors" / "clip" / config)
+        assert spec[name]["uses_with"] == {"server": "grpcs://api.clip.jina.ai:2096"}
+    assert spec["diffusion"]["uses"].endswith("glid3/config.yml")
+
+
+def run_cli(*argv, env=None, monkeypatch=None) -> tuple[int, str, str]:
+    for key, value in (env or {}).items():
+        monkeypatch.setenv(key, value)
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = main(list(argv))
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_flow_yaml_command_prints_what_jina_serves(monkeypatch, tmp_path):
+    code, out, _ = run_cli("flow-yaml", "--disable-swinir", env={"DISABLE_DALLE_MEGA": "1",
+                                                                 "DALLE_FLOW_REPLICAS_RERANK": "2"},
+                           monkeypatch=monkeypatch)
+    spec = yaml.safe_load(out)
+    assert code == 0 and [e["name"] for e in spec["executors"]] == ["clip_encoder", "diffusion", "rerank", "store"]
+    assert executors(spec)["store"] == ["rerank"] and spec["executors"][2]["replicas"] == 2
+    code, _, _ = run_cli("flow-yaml", "--disable-swinir", "-o", str(tmp_path / "f.yml"), monkeypatch=monkeypatch)
+    assert code == 0 and yaml.safe_load((tmp_path / "f.yml").read_text()) == spec
+    code, out, err = run_cli("flow-yaml", env={"DISABLE_GLID3XL": "1", "DISABLE_DALLE_MEGA": "1"},
+                             monkeypatch=monkeypatch)
+    assert code == 2 and out == "" and "error: DISABLE_DALLE_MEGA and DISABLE_GLID3XL" in err
+
+
+# ---------------------------------------------------------------- started Flows (tiny preset)
+
+def healthcheck_command(port: int) -> list[str]:
+    """The Dockerfile's HEALTHCHECK, pointed at a test Flow's gateway."""
+    text = (REPO_ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    (line,) = [line for line in text.splitlines() if line.startswith("HEALTHCHECK")]
+    command = yaml.safe_load(line.split(" CMD ", 1)[1])  # the exec form is a JSON (so YAML) list
+    assert "grpc://127.0.0.1:51005" in command
+    return [str(REPO_ROOT / ".venv" / "bin" / "jina") if c == "jina" else c.replace("51005", str(port))
+            for c in command]
+
+
+@pytest.mark.flow
+def test_flow_without_dalle_and_swinir_with_clipseg(tmp_path):
+    flow = start_tiny_flow(tmp_path, disable_dalle_mega=True, disable_swinir=True, enable_clipseg=True)
+    try:
+        result = Document(text="a lighthouse").post(flow.url("grpc"), parameters={"num_images": 2, "steps": 6})
+        assert len(result.matches) == 2 and {m.tags["generator"] for m in result.matches} == {"GLID3-XL"}
+        scores = [m.scores["clip_score"].value for m in result.matches]
+        assert scores == sorted(scores, reverse=True)  # rerank still ranks, with diffusion as its only input
+        image = test_image(24, seed=2)
+        served = Document(uri=png_data_uri(image), text="kept").post(flow.url("grpc") + "/upscale")
+        np.testing.assert_array_equal(decode_data_uri(served.uri), image)  # no upscaler: stored as it came
+        history = Client(host=flow.url("grpc")).post("/history", parameters={"limit": 1})
+        assert history[0].uri == served.uri
+        segmented = Document(uri=png_data_uri(image), text="a thing").post(flow.url("grpc") + "/segment")
+        assert decode_data_uri(segmented.uri).shape == (24, 24, 4)
+        ping = subprocess.run(healthcheck_command(flow.grpc), capture_output=True, text=True, timeout=120)
+        assert ping.returncode == 0, ping.stdout + ping.stderr
+    finally:
+        flow.flow.close()
+    down = subprocess.run(healthcheck_command(flow.grpc), capture_output=True, text=True, timeout=120)
+    assert down.returncode != 0  # the health check can fail
+
+
+@pytest.fixture(scope="module")
+def clip_service():
+    """A stand-in CLIP-as-service: this project's CLIP encoder, which speaks its protocol (/encode, /rank)."""
+    from jina import Deployment
+
+    (port,) = free_ports(1)
+    deployment = Deployment(uses=str(REPO_ROOT / "executors" / "clip" / "config.yml"), port=port,
+                            env={"DALLE_FLOW_PRESET": "tiny", "OMP_NUM_THREADS": "1"})
+    with deployment:
+        yield f"grpc://127.0.0.1:{port}"
+
+
+@pytest.mark.flow
+def test_flow_without_glid3_using_an_external_clip_service(tmp_path, clip_service):
+    flow = start_tiny_flow(tmp_path, disable_glid3xl=True, clip_server=clip_service, replicas={"dalle": 2})
+    try:
+        assert flow.flow._deployment_nodes["dalle"].args.replicas == 2
+        results = DocumentArray(Document(text=t) for t in ("a red square", "a blue circle"))
+        for result in Client(host=flow.url("grpc")).post("/", inputs=results, parameters={"num_images": 3}):
+            assert np.asarray(result.embedding).shape == (32,)  # the prompt, embedded by the service
+            assert {m.tags["generator"] for m in result.matches} == {"DALLE-mega"} and len(result.matches) == 3
+            scores = [m.scores["clip_score"].value for m in result.matches]
+            assert scores == sorted(scores, reverse=True) and abs(sum(scores) - 1) < 1e-5  # the service's /rank
+            assert all(m.embedding is None and m.uri.startswith("data:image/png") for m in result.matches)
+        # /rank is the service's: the same matches back (ids kept), ordered and scored as the service does it
+        doc = Document(text="a red square", matches=[Document(uri=png_data_uri(test_image(16, seed=s)))
+                                                     for s in range(3)])
+        ranked = doc.post(flow.url("grpc") + "/rank")
+        direct = Document(text="a red square", matches=[Document(uri=m.uri) for m in doc.matches]).post(
+            clip_service + "/rank")
+        assert sorted(m.id for m in ranked.matches) == sorted(m.id for m in doc.matches)
+        assert [m.scores["clip_score"].value for m in ranked.matches] == pytest.approx(
+            [m.scores["clip_score"].value for m in direct.matches], abs=1e-5)
+        encoded = Document(text="a zebra").post(flow.url("grpc") + "/encode")
+        assert np.allclose(encoded.embedding, Document(text="a zebra").post(clip_service + "/encode").embedding,
+                           atol=1e-5)
+        with pytest.raises(Exception) as err:
+            Document(uri="https://example.com/cat.png").post(flow.url("grpc") + "/encode")
+        assert "only inline images are accepted" in error_text(err.value)
+        untouched = Document(uri=png_data_uri(test_image(16)), text="x").post(flow.url("grpc") + "/upscale")
+        assert untouched.embedding is None  # other endpoints never reach the service
+    finally:
+        flow.flow.close()
