@@ -16,7 +16,7 @@ ENV DEBIAN_FRONTEND=noninteractive \
 # README's install command runs unchanged. Ubuntu's package versions move with its security updates: not pinned.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates software-properties-common \
+    && apt-get install -y --no-install-recommends ca-certificates gnupg software-properties-common \
     && add-apt-repository -y ppa:deadsnakes/ppa \
     && apt-get install -y --no-install-recommends python3.11 python3.11-venv \
     && ln -s /usr/bin/python3.11 /usr/local/bin/python3 \
@@ -49,8 +49,9 @@ ENV PATH=/app/.venv/bin:$PATH \
 VOLUME ["/weights", "/data"]
 
 EXPOSE 51005 51006 51007
-# A dry run through the gateway and every executor; real checkpoints take minutes to load, hence the start period.
-# With TLS (--tls-cert), ping grpcs:// instead: docker run --health-cmd 'jina ping gateway grpcs://127.0.0.1:51005'.
+# `jina ping flow`: a dry run through the gateway and every executor (`ping gateway` would only check the gateway);
+# real checkpoints take minutes to load, hence the start period. With TLS (--tls-cert), ping grpcs:// instead:
+#   docker run --health-cmd 'jina ping flow grpcs://127.0.0.1:51005' ...
 HEALTHCHECK --interval=30s --timeout=30s --start-period=20m --retries=3 \
-    CMD ["jina", "ping", "gateway", "grpc://127.0.0.1:51005"]
+    CMD ["jina", "ping", "flow", "grpc://127.0.0.1:51005"]
 CMD ["python", "-m", "dalle_flow", "serve", "--workspace", "/data/workspace"]

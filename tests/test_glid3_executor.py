@@ -41,6 +41,7 @@ def test_defaults_per_mode(ex):
     ({"num_images": "many"}, "num_images: must be an integer between 1 and 36, got 'many'"),
     ({"skip_rate": -0.1}, "skip_rate: must be a number between 0 and 1, got -0.1"),
     ({"skip_rate": math.inf}, "skip_rate: must be a number between 0 and 1, got inf"),
+    ({"skip_rate": math.nan}, "skip_rate: must be a number between 0 and 1, got nan"),
     ({"steps": 3}, "steps: must be an integer between 4 and 1000, got 3"),
     ({"steps": 10.5}, "steps: must be an integer between 4 and 1000, got 10.5"),
     ({"guidance_scale": math.nan}, "guidance_scale: must be a number between 0 and 50, got nan"),
@@ -177,3 +178,19 @@ def test_missing_weights_fail_at_start_naming_the_file(ex, monkeypatch, tmp_path
     monkeypatch.setattr("dalle_flow.common.weights.CACHE_DIR", tmp_path / "cache")
     with pytest.raises(MissingWeightsError, match="'finetune.pt' \\(glid3\\) not found"):
         ex.GLID3Diffusion(preset="real", device="cpu")
+
+
+@pytest.mark.parametrize("config, message", [
+    ({"batch_size": 0}, "batch_size: must be an integer between 1 and 36, got 0"),
+    ({"tiny_steps": 2}, "steps: must be an integer between 4 and 1000, got 2"),
+])
+def test_bad_configuration_stops_the_start(ex, config, message):
+    with pytest.raises(ValueError, match=message):
+        ex.GLID3Diffusion(preset="tiny", **config)
+
+
+def test_too_few_steps_refused_before_any_candidate_is_sampled(tiny_executor):
+    docs = DocumentArray([Document(text="text first"), Document(uri=png_data_uri(test_image(32)), text="then refine")])
+    with pytest.raises(ValueError, match="skip_rate: 0.7 skips 7 of 10 steps and leaves 3"):
+        tiny_executor.generate(docs, {"skip_rate": 0.7, "steps": 10})
+    assert len(docs[0].matches) == 0 and len(docs[1].matches) == 0

@@ -3,7 +3,7 @@
 Why forwarders and not Jina `external: true` executors pointing at the service, as the original DALL·E Flow did:
 with Jina 3.34 the gateway sends an external executor every endpoint under its own name. `uses_requests`
 ({'/': '/rank'}) is applied by an executor's own runtime, which an external one does not run here, so the external
-`rerank` encoded the prompt and ranked nothing (tests/test_flow_toggles.py shows the forwarder ranking); and
+`rerank` encoded the prompt and ranked nothing (tried: the candidates came back without scores); and
 CLIP-as-service's catch-all `encode` would embed the images of /diffuse (which diffusion then reads as the prompt
 embedding), /upscale and /segment. These forwarders send exactly what local CLIP handles (`/`, `/encode`, `/rank`)
 and nothing else. Images go out as inline PNG bytes, never as a URI: the service would fetch it.

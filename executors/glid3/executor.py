@@ -11,6 +11,8 @@ embedding is CLIP of the empty prompt, computed once at start-up. Without `clip_
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 from docarray import DocumentArray
 from jina import Executor, requests
@@ -31,6 +33,7 @@ REFINE_NUM_IMAGES = 36  # refinements on /diffuse when not asked: the seed READM
 STEPS_MAX = 1000  # the diffusion process has 1000 steps; respacing cannot exceed them
 GUIDANCE_MAX = 50.0
 WEIGHT_FILES = ("finetune.pt", "kl-f8.pt", "bert.pt", "vocab.txt")
+STEPS_PARAM = Param("steps", "int", low=GLID3_DEFAULTS.min_sampling_steps, high=STEPS_MAX)
 
 
 def request_params(parameters: dict | None, refine: bool, default_steps: int) -> dict:
@@ -39,7 +42,7 @@ def request_params(parameters: dict | None, refine: bool, default_steps: int) ->
         Param("num_images", "int", default=REFINE_NUM_IMAGES if refine else GENERATE_NUM_IMAGES, low=1,
               high=NUM_IMAGES_MAX),
         Param("skip_rate", "float", default=GLID3_DEFAULTS.skip_rate, low=0, high=1),
-        Param("steps", "int", default=default_steps, low=GLID3_DEFAULTS.min_sampling_steps, high=STEPS_MAX),
+        replace(STEPS_PARAM, default=default_steps),
         Param("guidance_scale", "float", default=GLID3_DEFAULTS.guidance_scale, low=0, high=GUIDANCE_MAX),
         seed_param(),
     ]
@@ -95,8 +98,9 @@ class GLID3Diffusion(Executor):
                  preset: str | None = None, **kwargs):
         super().__init__(**kwargs)
         self.preset = preset
-        self.batch_size = int(batch_size)
-        self.default_steps = int(tiny_steps if is_tiny(preset) else steps)
+        # configuration mistakes stop the start instead of failing every request
+        self.batch_size = Param("batch_size", "int", low=1, high=NUM_IMAGES_MAX).convert(batch_size)
+        self.default_steps = STEPS_PARAM.convert(tiny_steps if is_tiny(preset) else steps)
         self.pipeline, self.clip = load_pipeline(device, dtype, preset, clip_model_name)
         self.clip_dim = self.pipeline.unet.config.clip_embed_dim
         # the reference's blank (unconditional) CLIP row: CLIP of the empty prompt, from the same CLIP model
@@ -122,7 +126,8 @@ class GLID3Diffusion(Executor):
             prompt = document_prompt(doc, what)
             clip_embed = prompt_clip_embedding(doc, prompt, self.clip, self.clip_dim, what)
             jobs.append((doc, prompt, image, clip_embed))
-        for doc, prompt, image, clip_embed in jobs:
+        # refinements first: the pipeline refuses a skip_rate leaving too few steps before it samples anything
+        for doc, prompt, image, clip_embed in sorted(jobs, key=lambda job: job[2] is None):
             p = settings[image is not None]
             seed = p["seed"] if p["seed"] is not None else draw_seed()
             common = dict(prompt=prompt, num_images=p["num_images"], seed=seed, steps=p["steps"],
@@ -132,7 +137,7 @@ class GLID3Diffusion(Executor):
             if image is None:
                 images = self.pipeline.generate(**common)
             else:
-                # the pipeline refuses a skip_rate that leaves too few steps (the reference returned NaN images)
+                # (the reference returned NaN images for such a skip_rate; the ValueError reaches the client instead)
                 images = self.pipeline.refine(image, skip_rate=p["skip_rate"], **common)
                 tags["skip_rate"] = p["skip_rate"]
             for k, img in enumerate(images):
