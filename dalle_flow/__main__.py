@@ -16,8 +16,11 @@ def options_from(args, **server):
     from dalle_flow.flow_config import TOGGLES, ServeOptions, toggles_from_env
 
     toggles = toggles_from_env(os.environ)
-    for attr, _, _ in TOGGLES:
-        toggles[attr] = toggles[attr] or getattr(args, attr)
+    for attr, _, _ in TOGGLES:  # a flag switches its executor off; the environment may already have
+        if attr.startswith("disable_"):
+            toggles[attr] = toggles[attr] or getattr(args, attr)
+        else:
+            toggles[attr] = toggles[attr] and not getattr(args, attr.replace("enable_", "disable_"))
     if args.clip_server:
         toggles["clip_server"] = args.clip_server
     return ServeOptions(**toggles, **server)
@@ -65,7 +68,7 @@ def add_toggle_flags(p):
     p.add_argument("--disable-dalle-mega", action="store_true", help="no DALL·E Mega (or DISABLE_DALLE_MEGA=1)")
     p.add_argument("--disable-glid3xl", action="store_true", help="no GLID-3 XL (or DISABLE_GLID3XL=1)")
     p.add_argument("--disable-swinir", action="store_true", help="no SwinIR upscaler (or DISABLE_SWINIR=1)")
-    p.add_argument("--enable-clipseg", action="store_true", help="add CLIPSeg on /segment (or ENABLE_CLIPSEG=1)")
+    p.add_argument("--disable-clipseg", action="store_true", help="no CLIPSeg on /segment (or ENABLE_CLIPSEG=0)")
     p.add_argument("--clip-server", help="CLIP-as-service to use instead of local CLIP, e.g. grpcs://host:2096 "
                                          "(or DALLE_FLOW_CLIP_SERVER; token in DALLE_FLOW_CLIP_TOKEN)")
 

@@ -28,8 +28,9 @@ TOGGLES = (
     ("disable_swinir", "DISABLE_SWINIR", "upscaler"),
     ("enable_clipseg", "ENABLE_CLIPSEG", "clipseg"),
 )
-# not in flow.yml (it serves the default set); added after the end of the Flow when enabled
-OPTIONAL_EXECUTORS = {"clipseg": {"name": "clipseg", "uses": "executors/clipseg/config.yml", "timeout_ready": -1}}
+# /segment is one of the Flow's endpoints, so CLIPSeg is on unless ENABLE_CLIPSEG says otherwise (the original's
+# default was off)
+TOGGLE_DEFAULTS = {"enable_clipseg": True}
 GENERATORS = ("dalle", "diffusion")
 # with an external CLIP-as-service, these thin executors forward to it (see executors/clip/remote.py for why Jina
 # `external: true` executors cannot stand in for them)
@@ -56,7 +57,7 @@ class ServeOptions:
     disable_dalle_mega: bool = False
     disable_glid3xl: bool = False
     disable_swinir: bool = False
-    enable_clipseg: bool = False
+    enable_clipseg: bool = True
     devices: dict = field(default_factory=dict)  # executor -> torch device (`device` of its config): cpu, cuda:1
     cuda_devices: dict = field(default_factory=dict)  # executor -> its CUDA_VISIBLE_DEVICES: "1", "0,1", "RR"
     replicas: dict = field(default_factory=dict)  # executor -> number of replicas
@@ -65,11 +66,13 @@ class ServeOptions:
 
 def all_executor_names(source: Path = FLOW_YML) -> list[str]:
     with open(source) as f:
-        return [e["name"] for e in yaml.safe_load(f).get("executors", [])] + list(OPTIONAL_EXECUTORS)
+        return [e["name"] for e in yaml.safe_load(f).get("executors", [])]
 
 
-def _flag(environ, name: str) -> bool:
-    value = environ.get(name, "").strip().lower()
+def _flag(environ, name: str, default: bool = False) -> bool:
+    if not environ.get(name, "").strip():
+        return default
+    value = environ[name].strip().lower()
     if value in TRUE or value in FALSE:
         return value in TRUE
     raise ValueError(f"{name}: must be one of {'/'.join(TRUE)} or {'/'.join(FALSE[1:])}, got {environ[name]!r}")
@@ -77,7 +80,7 @@ def _flag(environ, name: str) -> bool:
 
 def toggles_from_env(environ, source: Path = FLOW_YML) -> dict:
     """ServeOptions keyword arguments from environment variables; a typo in a variable name or value is an error."""
-    options = {attr: _flag(environ, var) for attr, var, _ in TOGGLES}
+    options = {attr: _flag(environ, var, TOGGLE_DEFAULTS.get(attr, False)) for attr, var, _ in TOGGLES}
     known = {name.upper(): name for name in all_executor_names(source)}
     for attr, prefix in SETTING_PREFIXES.items():
         settings = {}
@@ -113,13 +116,9 @@ def check_clip_server(url: str) -> str:
 
 
 def topology(options: ServeOptions, executors: list[dict]) -> list[dict]:
-    """flow.yml's executors with the toggles applied: optional ones added, disabled ones removed and rewired."""
+    """flow.yml's executors with the toggles applied: switched-off ones removed and their dependants rewired."""
     executors = flow_graph.normalize_needs(executors)
-    enabled = {name for attr, _, name in TOGGLES if attr.startswith("enable_") and getattr(options, attr)}
-    disabled = [name for attr, _, name in TOGGLES if attr.startswith("disable_") and getattr(options, attr)]
-    for name, entry in OPTIONAL_EXECUTORS.items():
-        if name in enabled:
-            executors = flow_graph.append_after_sinks(executors, entry)
+    disabled = [name for attr, _, name in TOGGLES if getattr(options, attr) == attr.startswith("disable_")]
     for name in disabled:
         executors = flow_graph.remove_executor(executors, name)
     if not any(name in flow_graph.names(executors) for name in GENERATORS):
@@ -170,7 +169,7 @@ def flow_dict(options: ServeOptions | None = None, source: Path = FLOW_YML) -> d
     with open(source) as f:
         spec = yaml.safe_load(f)
     spec = copy.deepcopy(spec)
-    known = [e["name"] for e in spec.get("executors", [])] + list(OPTIONAL_EXECUTORS)
+    known = [e["name"] for e in spec.get("executors", [])]
     spec["executors"] = topology(options, spec.get("executors", []))
     gateway = spec.setdefault("with", {})
     if options.ports:

@@ -1,8 +1,7 @@
 """The Flow's topology as a small graph: executors are nodes, `needs` are edges from parents to children.
 
 Toggles never edit the topology case by case: an executor is removed by connecting its parents to its children
-(`remove_executor`), and an optional one is added after the current end of the Flow (`append_after_sinks`). Both
-keep `needs` minimal (no parent that is already an ancestor of another parent), so removing `dalle` leaves
+(`remove_executor`). It keeps `needs` minimal (no parent that is already an ancestor of another parent), so removing `dalle` leaves
 `rerank` needing `diffusion` alone rather than `[gateway, diffusion]`, which would feed it the request twice.
 """
 from __future__ import annotations
@@ -66,17 +65,6 @@ def sinks(executors: list[dict]) -> list[str]:
     """Executors nothing needs: the end of the Flow, whose output the gateway returns."""
     needed = {n for e in executors for n in e["needs"]}
     return [e["name"] for e in executors if e["name"] not in needed]
-
-
-def append_after_sinks(executors: list[dict], executor: dict) -> list[dict]:
-    """Add `executor` at the end of the Flow, after every current sink: the pipeline stays one chain past `rerank`,
-    where an executor without a handler for an endpoint passes its Documents through unchanged."""
-    if executor["name"] in names(executors):
-        raise ValueError(f"{executor['name']}: already in the Flow")
-    added = {**copy.deepcopy(executor), "needs": sinks(executors) or [GATEWAY]}
-    result = [copy.deepcopy(e) for e in executors] + [added]
-    _check(result)
-    return result
 
 
 def names(executors: list[dict]) -> list[str]:

@@ -69,17 +69,26 @@ class RunningFlow:
         return f"{scheme}://127.0.0.1:{getattr(self, protocol)}"
 
 
+READY_TIMEOUT_MS = 240_000  # tiny executors start in seconds; flow.yml itself waits forever for real checkpoints
+
+
 def start_tiny_flow(workspace: Path, tls_cert=None, tls_key=None, monitoring=False, **toggles) -> RunningFlow:
-    """`toggles`: ServeOptions toggle fields; by default every executor, clipseg (opt-in) included."""
-    from dalle_flow.flow_config import ServeOptions, build_flow
+    """`toggles`: ServeOptions toggle fields; by default every executor of flow.yml."""
+    import yaml
+    from jina import Flow
+
+    from dalle_flow.flow_config import ServeOptions, flow_dict
 
     os.environ["DALLE_FLOW_PRESET"] = "tiny"
     ports = free_ports(4)
     options = ServeOptions(ports=tuple(ports[:3]), tls_cert=tls_cert, tls_key=tls_key, monitoring=monitoring,
                            monitoring_port=ports[3] if monitoring else None, workspace=str(workspace),
                            env={"DALLE_FLOW_PRESET": "tiny", "OMP_NUM_THREADS": "1"},
-                           **{"enable_clipseg": True, **toggles})
-    flow = build_flow(options)
+                           **toggles)
+    spec = flow_dict(options)
+    for executor in spec["executors"]:
+        executor["timeout_ready"] = READY_TIMEOUT_MS  # a stuck start fails the test instead of hanging the run
+    flow = Flow.load_config(yaml.safe_dump(spec, sort_keys=False))
     flow.start()
     running = RunningFlow(flow, ports[:3], workspace, tls=bool(tls_cert))
     running.monitoring_port = ports[3]

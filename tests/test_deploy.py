@@ -131,7 +131,7 @@ def workload(docs: list[dict]) -> dict:
 def test_k8s_manifests_validate_and_carry_gpus_volumes_and_paths(tmp_path, monkeypatch):
     code, err, manifests = k8s(tmp_path, "--node-selector", "nvidia.com/gpu.present=true", "--weights-pvc",
                                "dalle-weights", "--workspace-pvc", "dalle-store", monkeypatch=monkeypatch,
-                               env={"ENABLE_CLIPSEG": "1", "DALLE_FLOW_REPLICAS_DIFFUSION": "2"})
+                               env={"DALLE_FLOW_REPLICAS_DIFFUSION": "2"})
     assert code == 0, err
     assert set(manifests) == GPU_EXECUTORS | {"store", "gateway"}
     for docs in manifests.values():
@@ -168,7 +168,8 @@ def test_k8s_manifests_validate_and_carry_gpus_volumes_and_paths(tmp_path, monke
 
 def test_k8s_follows_the_toggles_and_gpu_choices(tmp_path, monkeypatch):
     code, err, manifests = k8s(tmp_path, "--gpus", "upscaler=0", monkeypatch=monkeypatch,
-                               env={"DISABLE_DALLE_MEGA": "1", "DALLE_FLOW_CLIP_SERVER": "grpcs://clip.example:2096"})
+                               env={"DISABLE_DALLE_MEGA": "1", "ENABLE_CLIPSEG": "0",
+                                    "DALLE_FLOW_CLIP_SERVER": "grpcs://clip.example:2096"})
     assert code == 0, err
     assert set(manifests) == {"clip_encoder", "diffusion", "rerank", "upscaler", "store", "gateway"}
     gpus = {name: workload(docs)["spec"]["template"]["spec"]["containers"][0].get("resources", {})

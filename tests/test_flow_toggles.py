@@ -22,8 +22,7 @@ from jina import Client
 
 from dalle_flow import flow_graph
 from dalle_flow.__main__ import main
-from dalle_flow.flow_config import (FLOW_YML, OPTIONAL_EXECUTORS, REPO_ROOT, TOGGLES, ServeOptions, flow_dict,
-                                    toggles_from_env)
+from dalle_flow.flow_config import FLOW_YML, REPO_ROOT, TOGGLES, ServeOptions, flow_dict, toggles_from_env
 from tests.conftest import decode_data_uri, error_text, free_ports, png_data_uri, start_tiny_flow, test_image
 
 FLAGS = [attr for attr, _, _ in TOGGLES]
@@ -35,12 +34,9 @@ def executors(spec: dict) -> dict[str, list[str]]:
 
 
 def full_graph() -> list[dict]:
-    """flow.yml with every optional executor added: the graph every toggle starts from."""
+    """flow.yml: every executor, the graph every toggle starts from."""
     with open(FLOW_YML) as f:
-        graph = flow_graph.normalize_needs(yaml.safe_load(f)["executors"])
-    for entry in OPTIONAL_EXECUTORS.values():
-        graph = flow_graph.append_after_sinks(graph, entry)
-    return graph
+        return flow_graph.normalize_needs(yaml.safe_load(f)["executors"])
 
 
 # ---------------------------------------------------------------- rewiring, every combination
@@ -74,13 +70,14 @@ def test_the_issue_examples_of_rewiring():
     assert "dalle" in executors(without_diffusion)["rerank"]
     assert "clip_encoder" in flow_graph.ancestors(without_diffusion["executors"], "rerank")
     assert executors(flow_dict(ServeOptions(disable_swinir=True)))["store"] == ["rerank"]
-    assert executors(flow_dict(ServeOptions(enable_clipseg=True)))["clipseg"] == ["store"]
+    assert executors(flow_dict(ServeOptions()))["clipseg"] == ["store"]
+    assert "clipseg" not in executors(flow_dict(ServeOptions(enable_clipseg=False)))
 
 
 def test_flow_yml_itself_serves_the_default_set():
     with open(FLOW_YML) as f:
         names = [e["name"] for e in yaml.safe_load(f)["executors"]]
-    assert "clipseg" not in names and {"dalle", "diffusion", "upscaler", "rerank", "store"} <= set(names)
+    assert {"dalle", "diffusion", "upscaler", "rerank", "store", "clipseg"} <= set(names)
     assert [e["name"] for e in flow_dict(ServeOptions())["executors"]] == names
 
 
@@ -93,7 +90,6 @@ def test_graph_removal_is_generic():
     assert executors({"executors": rest}) == {"a": ["gateway"], "b": ["gateway"], "x": ["a", "b"], "y": ["a", "b"]}
     assert executors({"executors": flow_graph.remove_executor(rest, "a")})["x"] == ["b"]  # gateway is b's ancestor
     assert flow_graph.sinks(rest) == ["x", "y"]
-    assert flow_graph.append_after_sinks(rest, {"name": "z"})[-1]["needs"] == ["x", "y"]
     with pytest.raises(ValueError, match="no such executor"):
         flow_graph.remove_executor(graph, "nope")
     with pytest.raises(ValueError, match="not listed before it"):
@@ -113,7 +109,8 @@ def test_environment_sets_toggles_devices_gpus_replicas():
     assert spec["diffusion"]["uses_with"] == {"device": "cuda:1"} and spec["diffusion"]["replicas"] == 2
     assert spec["clipseg"]["env"] == {"CUDA_VISIBLE_DEVICES": "RR"}
     assert "replicas" not in spec["upscaler"] and "uses_with" not in spec["upscaler"]
-    assert toggles_from_env({}) == {**{f: False for f in FLAGS}, "devices": {}, "cuda_devices": {}, "replicas": {},
+    assert toggles_from_env({"ENABLE_CLIPSEG": "0"})["enable_clipseg"] is False
+    assert toggles_from_env({}) == {**{f: f == "enable_clipseg" for f in FLAGS}, "devices": {}, "cuda_devices": {}, "replicas": {},
                                     "clip_server": None}
 
 
@@ -155,13 +152,14 @@ def run_cli(*argv, env=None, monkeypatch=None) -> tuple[int, str, str]:
 
 
 def test_flow_yaml_command_prints_what_jina_serves(monkeypatch, tmp_path):
-    code, out, _ = run_cli("flow-yaml", "--disable-swinir", env={"DISABLE_DALLE_MEGA": "1",
-                                                                 "DALLE_FLOW_REPLICAS_RERANK": "2"},
+    code, out, _ = run_cli("flow-yaml", "--disable-swinir", "--disable-clipseg",
+                           env={"DISABLE_DALLE_MEGA": "1", "DALLE_FLOW_REPLICAS_RERANK": "2"},
                            monkeypatch=monkeypatch)
     spec = yaml.safe_load(out)
     assert code == 0 and [e["name"] for e in spec["executors"]] == ["clip_encoder", "diffusion", "rerank", "store"]
     assert executors(spec)["store"] == ["rerank"] and spec["executors"][2]["replicas"] == 2
-    code, _, _ = run_cli("flow-yaml", "--disable-swinir", "-o", str(tmp_path / "f.yml"), monkeypatch=monkeypatch)
+    code, _, _ = run_cli("flow-yaml", "--disable-swinir", "--disable-clipseg", "-o", str(tmp_path / "f.yml"),
+                         monkeypatch=monkeypatch)
     assert code == 0 and yaml.safe_load((tmp_path / "f.yml").read_text()) == spec
     code, out, err = run_cli("flow-yaml", env={"DISABLE_GLID3XL": "1", "DISABLE_DALLE_MEGA": "1"},
                              monkeypatch=monkeypatch)
