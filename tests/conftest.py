@@ -4,7 +4,11 @@ from __future__ import annotations
 import base64
 import io
 import os
+import signal
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -57,41 +61,73 @@ test_image.__test__ = False  # a helper, not a test
 
 
 class RunningFlow:
-    def __init__(self, flow, ports, workspace, tls=False):
-        self.flow = flow
+    """A Flow served by `python -m dalle_flow serve` in its own process group.
+
+    Flows run out of process: Jina checks readiness with gRPC from the process that starts a Flow, and after many
+    client calls in the test process that check could hang (grpc's asyncio state does not survive closed loops)."""
+
+    def __init__(self, process, ports, workspace, log_path, tls=False, monitoring_port=None):
+        self.process = process
         self.grpc, self.http, self.websocket = ports
         self.workspace = workspace
+        self.log_path = log_path
         self.tls = tls
+        self.monitoring_port = monitoring_port
 
     def url(self, protocol="grpc") -> str:
         scheme = {"grpc": "grpcs" if self.tls else "grpc", "http": "https" if self.tls else "http",
                   "websocket": "wss" if self.tls else "websocket"}[protocol]
         return f"{scheme}://127.0.0.1:{getattr(self, protocol)}"
 
+    def log_tail(self, chars=4000) -> str:
+        return Path(self.log_path).read_text(errors="replace")[-chars:]
 
-READY_TIMEOUT_MS = 240_000  # tiny executors start in seconds; flow.yml itself waits forever for real checkpoints
+    def close(self):
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGINT)  # Jina closes its executors on an interrupt
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
 
 
-def start_tiny_flow(workspace: Path, tls_cert=None, tls_key=None, monitoring=False, **toggles) -> RunningFlow:
-    """`toggles`: ServeOptions toggle fields; by default every executor of flow.yml."""
-    import yaml
-    from jina import Flow
+READY_TIMEOUT_S = 240  # tiny executors start in seconds; a stuck start fails the test instead of hanging the run
 
-    from dalle_flow.flow_config import ServeOptions, flow_dict
 
-    os.environ["DALLE_FLOW_PRESET"] = "tiny"
+def start_tiny_flow(workspace: Path, tls_cert=None, tls_key=None, monitoring=False, replicas=None, clip_server=None,
+                    **toggles) -> RunningFlow:
+    """`toggles`: ServeOptions toggle fields (disable_dalle_mega=True, enable_clipseg=False, ...); by default every
+    executor of flow.yml."""
+    workspace = Path(workspace)
+    workspace.mkdir(parents=True, exist_ok=True)
     ports = free_ports(4)
-    options = ServeOptions(ports=tuple(ports[:3]), tls_cert=tls_cert, tls_key=tls_key, monitoring=monitoring,
-                           monitoring_port=ports[3] if monitoring else None, workspace=str(workspace),
-                           env={"DALLE_FLOW_PRESET": "tiny", "OMP_NUM_THREADS": "1"},
-                           **toggles)
-    spec = flow_dict(options)
-    for executor in spec["executors"]:
-        executor["timeout_ready"] = READY_TIMEOUT_MS  # a stuck start fails the test instead of hanging the run
-    flow = Flow.load_config(yaml.safe_dump(spec, sort_keys=False))
-    flow.start()
-    running = RunningFlow(flow, ports[:3], workspace, tls=bool(tls_cert))
-    running.monitoring_port = ports[3]
+    args = [sys.executable, "-m", "dalle_flow", "serve", "--preset", "tiny", "--ports", *map(str, ports[:3]),
+            "--workspace", str(workspace)]
+    if tls_cert:
+        args += ["--tls-cert", str(tls_cert), "--tls-key", str(tls_key)]
+    if monitoring:
+        args += ["--monitoring", "--monitoring-port", str(ports[3])]
+    for name, value in toggles.items():
+        flag = name if name.startswith("disable_") else name.replace("enable_", "disable_", 1)
+        if value == name.startswith("disable_"):
+            args.append("--" + flag.replace("_", "-"))
+    if clip_server:
+        args += ["--clip-server", clip_server]
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           **{f"DALLE_FLOW_REPLICAS_{name.upper()}": str(n) for name, n in (replicas or {}).items()}}
+    log_path = workspace / f"flow-{ports[0]}.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                   cwd=REPO_ROOT, start_new_session=True)
+    running = RunningFlow(process, ports[:3], workspace, log_path, tls=bool(tls_cert),
+                          monitoring_port=ports[3] if monitoring else None)
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while "ready to serve" not in log_path.read_text(errors="replace"):
+        if process.poll() is not None or time.monotonic() > deadline:
+            running.close()
+            raise RuntimeError(f"the tiny Flow did not start (exit code {process.returncode}):\n{running.log_tail()}")
+        time.sleep(0.5)
     return running
 
 
@@ -99,7 +135,7 @@ def start_tiny_flow(workspace: Path, tls_cert=None, tls_key=None, monitoring=Fal
 def tiny_flow(tmp_path_factory):
     running = start_tiny_flow(tmp_path_factory.mktemp("workspace"))
     yield running
-    running.flow.close()
+    running.close()
 
 
 def error_text(exc: BaseException) -> str:

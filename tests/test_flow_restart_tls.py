@@ -19,12 +19,12 @@ def test_store_survives_restart_byte_identical(tmp_path):
     try:  # the store keeps what /upscale served (the upscaler's x4 PNG)
         uris = [Document(uri=uri, text="keep me").post(flow.url("grpc") + "/upscale").uri for uri in inputs]
     finally:
-        flow.flow.close()
+        flow.close()
     flow = start_tiny_flow(tmp_path)
     try:
         history = Client(host=flow.url("grpc")).post("/history", parameters={"limit": 10})
     finally:
-        flow.flow.close()
+        flow.close()
     assert [d.uri for d in history] == uris[::-1]  # newest first, the very same PNG bytes
 
 
@@ -57,4 +57,4 @@ def test_tls_grpcs_and_https_and_monitoring(tmp_path, tls_files, monkeypatch):
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{flow.monitoring_port}/", timeout=10).read().decode()
         assert "jina" in metrics or "python_info" in metrics
     finally:
-        flow.flow.close()
+        flow.close()
