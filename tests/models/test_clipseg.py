@@ -9,7 +9,8 @@ import torch
 from safetensors.torch import load_file
 
 from dalle_flow.models.clipseg import THRESHOLDING_TYPES, apply_threshold, load_clipseg, rgba, segment, tiny_clipseg
-from dalle_flow.models.clipseg.model import TINY_WORDS, tiny_image_processor, tiny_vocabulary
+from dalle_flow.common.tiny_tokenizer import TINY_WORDS, tiny_vocabulary
+from dalle_flow.models.clipseg.model import tiny_image_processor
 
 
 @pytest.fixture(autouse=True)

@@ -38,9 +38,9 @@ class ClipEmbedder:
         """Random, deterministic, 32-dim embeddings of 32×32 crops: for tests and smoke demos only."""
         from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
-        from dalle_flow.common.tiny_tokenizer import byte_level_tokenizer
+        from dalle_flow.common.tiny_tokenizer import tiny_clip_tokenizer
 
-        tokenizer = byte_level_tokenizer(77)
+        tokenizer = tiny_clip_tokenizer(77)
         text = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                     num_attention_heads=4, max_position_embeddings=77, bos_token_id=tokenizer.bos_token_id,
                     eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)

@@ -9,20 +9,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from transformers import CLIPSegConfig, CLIPSegForImageSegmentation, CLIPSegProcessor, CLIPTokenizer, ViTImageProcessor
+from transformers import CLIPSegConfig, CLIPSegForImageSegmentation, CLIPSegProcessor, ViTImageProcessor
 
 from dalle_flow.common import weights
 from dalle_flow.common.device import pick_device, pick_dtype
+from dalle_flow.common.tiny_tokenizer import tiny_clip_tokenizer
 
 DEFAULT_CHECKPOINT = weights.CLIPSEG_REPO  # "CIDAS/clipseg-rd64-refined"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # what both the original executor and the CIDAS processor normalise with
 IMAGENET_STD = (0.229, 0.224, 0.225)
 TINY_SEED = 20220606
 TINY_IMAGE_SIZE = 64
-# The tiny tokenizer knows these words as whole tokens; anything else is spelt out byte by byte, so every prompt
-# still tokenizes.
-TINY_WORDS = ("a", "an", "the", "of", "and", "in", "on", "with", "photo", "cat", "dog", "person", "man", "woman",
-              "car", "tree", "sky", "house", "red", "blue", "green", "face", "hat", "background")
+
 
 
 def load_clipseg(name_or_path: str | Path = DEFAULT_CHECKPOINT, device: str | torch.device | None = None,
@@ -52,39 +50,9 @@ def _registry_folder(weights_dir=None) -> Path:
     return folders.pop()
 
 
-def _byte_alphabet() -> list[str]:
-    """The 256 printable stand-ins byte-level BPE uses for bytes (printable Latin-1 maps to itself, the rest to
-    code points from 256 on), in byte order."""
-    kept = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    extra = iter(range(256, 512))
-    return [chr(b) if b in kept else chr(next(extra)) for b in range(256)]
-
-
-def tiny_vocabulary() -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """(vocab, merges) of the tiny tokenizer: every byte, every byte ending a word, merges that make TINY_WORDS single
-    tokens, and CLIP's two special tokens last (as in the real vocabulary)."""
-    vocab: dict[str, int] = {}
-    for suffix in ("", "</w>"):
-        for symbol in _byte_alphabet():
-            vocab.setdefault(symbol + suffix, len(vocab))
-    merges: list[tuple[str, str]] = []
-    for word in TINY_WORDS:
-        pieces = list(word[:-1]) + [word[-1] + "</w>"]
-        left = pieces[0]
-        for right in pieces[1:]:
-            if (left, right) not in merges:
-                merges.append((left, right))
-            left = left + right
-            vocab.setdefault(left, len(vocab))
-    for special in ("<|startoftext|>", "<|endoftext|>"):
-        vocab[special] = len(vocab)
-    return vocab, merges
-
-
-def tiny_tokenizer() -> CLIPTokenizer:
-    """A CLIP tokenizer (the real one's normalisation, pre-tokenisation and special tokens) over tiny_vocabulary()."""
-    vocab, merges = tiny_vocabulary()
-    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=16)
+def tiny_tokenizer():
+    """The tiny CLIP tokenizer, with the tiny CLIPSeg's 16-token context."""
+    return tiny_clip_tokenizer(max_length=16)
 
 
 def tiny_image_processor(size: int = TINY_IMAGE_SIZE) -> ViTImageProcessor:
@@ -94,7 +62,7 @@ def tiny_image_processor(size: int = TINY_IMAGE_SIZE) -> ViTImageProcessor:
                              image_std=list(IMAGENET_STD))
 
 
-def tiny_config(tokenizer: CLIPTokenizer) -> CLIPSegConfig:
+def tiny_config(tokenizer) -> CLIPSegConfig:
     """The rd64-refined structure (refined transposed-conv decoder, FiLM at layer 0, three extracted layers),
     scaled down. patch_size stays 16: the refined decoder upsamples by (patch_size // 4) ** 2."""
     text = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
