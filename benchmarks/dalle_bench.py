@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from dalle_flow.common.flax_msgpack_writer import write_flax_msgpack  # noqa: E402
+from dalle_flow.runtime.flax_msgpack_writer import write_flax_msgpack  # noqa: E402
 from dalle_flow.models.dallebart.config import DalleBartConfig  # noqa: E402
 from dalle_flow.models.dallebart.loader import build_empty, flax_shapes  # noqa: E402
 from dalle_flow.models.dallebart.model import DalleBart, randomize_  # noqa: E402

@@ -51,7 +51,7 @@ def build_pipeline(device, unet_dtype):
 
     from dalle_flow.models.glid3.bert import BertConfig, BertEmbedder, make_tokenizer, tiny_vocab
     from dalle_flow.models.glid3.kl_vae import AutoencoderKL, KLConfig
-    from dalle_flow.models.glid3.pipeline import Glid3Pipeline
+    from dalle_flow.pipelines.glid3 import Glid3Pipeline
     from dalle_flow.models.glid3.unet import FINETUNE_CONFIG, build_unet
 
     torch.manual_seed(0)
@@ -68,7 +68,7 @@ def child(args) -> dict:
     import numpy as np
     import torch
 
-    from dalle_flow.common.device import DTYPES
+    from dalle_flow.runtime.device import DTYPES
 
     device = torch.device(args.device)
     pipe, sizes, weight_bytes = build_pipeline(device, DTYPES[args.dtype])

@@ -26,8 +26,9 @@ def child(args) -> dict:
     import numpy as np
     import torch
 
-    from dalle_flow.common.device import DTYPES
-    from dalle_flow.models.swinir import SwinIRConfig, build_swinir, upscale
+    from dalle_flow.runtime.device import DTYPES
+    from dalle_flow.models.swinir import SwinIRConfig, build_swinir
+    from dalle_flow.pipelines.swinir import upscale
 
     device = torch.device(args.device)
     dtype = DTYPES[args.dtype]

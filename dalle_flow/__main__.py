@@ -13,7 +13,7 @@ from pathlib import Path
 
 
 def options_from(args, **server):
-    from dalle_flow.flow_config import TOGGLES, ServeOptions, toggles_from_env
+    from dalle_flow.deploy.flow_config import TOGGLES, ServeOptions, toggles_from_env
 
     toggles = toggles_from_env(os.environ)
     for attr, _, _ in TOGGLES:  # a flag switches its executor off; the environment may already have
@@ -27,7 +27,7 @@ def options_from(args, **server):
 
 
 def serve(args) -> int:
-    from dalle_flow.flow_config import build_flow
+    from dalle_flow.deploy.flow_config import build_flow
 
     env = {}
     if args.preset:
@@ -43,7 +43,7 @@ def serve(args) -> int:
 
 
 def flow_yaml(args) -> int:
-    from dalle_flow.flow_config import flow_yaml as render
+    from dalle_flow.deploy.flow_config import flow_yaml as render
 
     text = render(options_from(args, ports=tuple(args.ports) if args.ports else None, workspace=args.workspace))
     if args.output:
@@ -54,7 +54,7 @@ def flow_yaml(args) -> int:
 
 
 def k8s(args) -> int:
-    from dalle_flow.k8s import parse_pairs, write_manifests
+    from dalle_flow.deploy.k8s import parse_pairs, write_manifests
 
     files = write_manifests(Path(args.dir), options_from(args), image=args.image, namespace=args.namespace,
                             gpus=parse_pairs(args.gpus, "--gpus", integer=True),

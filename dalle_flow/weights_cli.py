@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dalle_flow.common import weights
-from dalle_flow.common.weights import GROUPS, REGISTRY, WeightFile
+from dalle_flow.serving import weights
+from dalle_flow.serving.weights import GROUPS, REGISTRY, WeightFile
 
 
 def selected(only: str | None) -> list[WeightFile]:

@@ -16,7 +16,8 @@ import pytest
 from PIL import Image
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-FIXTURES_ROOT = Path(os.environ.get("DALLE_FLOW_FIXTURES", REPO_ROOT.parent / "shared" / "fixtures"))
+# the repository carries its own copy of the parity fixtures, so a fresh clone tests its loaders with nothing beside it
+FIXTURES_ROOT = Path(os.environ.get("DALLE_FLOW_FIXTURES", REPO_ROOT / "tests" / "fixtures" / "parity"))
 
 
 def fixture_dirs() -> list[Path]:

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from dalle_flow.__main__ import main
-from dalle_flow.k8s import IMAGE_ROOT
+from dalle_flow.deploy.k8s import IMAGE_ROOT
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HADOLINT = Path(sys.executable).with_name("hadolint")
@@ -103,7 +103,7 @@ def test_dockerignore_keeps_what_the_image_needs():
     copied = [src for op, args in INSTRUCTIONS if op == "COPY"
               for src in [a for a in args.split() if not a.startswith("--")][:-1]]
     assert copied and not [src for src in copied if ignored(src.rstrip("/"))]
-    for path in ("executors/clip/executor.py", "executors/clip/remote.py", "flow.yml", "dalle_flow/flow_config.py"):
+    for path in ("executors/clip/executor.py", "executors/clip/remote.py", "flow.yml", "dalle_flow/deploy/flow_config.py"):
         assert not ignored(path) and any(path.startswith(src.rstrip("/")) for src in copied), path
     assert ignored(".venv") and ignored(".git") and ignored("workspace")
 

@@ -1,4 +1,4 @@
-"""Every parity fixture folder in ../shared/fixtures passes through the project's own loaders (tools/check_fixture.py)."""
+"""Every parity fixture folder in tests/fixtures/parity passes through the project's own loaders (tools/check_fixture.py)."""
 import json
 import subprocess
 import sys

@@ -20,9 +20,9 @@ import yaml
 from docarray import Document, DocumentArray
 from jina import Client
 
-from dalle_flow import flow_graph
+from dalle_flow.deploy import flow_graph
 from dalle_flow.__main__ import main
-from dalle_flow.flow_config import FLOW_YML, REPO_ROOT, TOGGLES, ServeOptions, flow_dict, toggles_from_env
+from dalle_flow.deploy.flow_config import FLOW_YML, REPO_ROOT, TOGGLES, ServeOptions, flow_dict, toggles_from_env
 from tests.conftest import decode_data_uri, error_text, free_ports, png_data_uri, start_tiny_flow, test_image
 
 FLAGS = [attr for attr, _, _ in TOGGLES]

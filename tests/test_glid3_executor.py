@@ -9,9 +9,9 @@ import pytest
 import torch
 from docarray import Document, DocumentArray
 
-from dalle_flow.common.weights import MissingWeightsError
+from dalle_flow.serving.weights import MissingWeightsError
 from dalle_flow.models.clip import ClipEmbedder
-from dalle_flow.models.glid3.pipeline import Glid3Pipeline
+from dalle_flow.pipelines.glid3 import Glid3Pipeline
 from tests.conftest import REPO_ROOT, png_data_uri, test_image
 
 torch.set_num_threads(1)
@@ -175,7 +175,7 @@ def test_real_checkpoint_with_clip_proj_loads_the_named_clip(ex, monkeypatch):
 def test_missing_weights_fail_at_start_naming_the_file(ex, monkeypatch, tmp_path):
     monkeypatch.setenv("DALLE_FLOW_WEIGHTS_DIR", str(tmp_path))
     monkeypatch.setenv("DALLE_FLOW_OFFLINE", "1")
-    monkeypatch.setattr("dalle_flow.common.weights.CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr("dalle_flow.serving.weights.CACHE_DIR", tmp_path / "cache")
     with pytest.raises(MissingWeightsError, match="'finetune.pt' \\(glid3\\) not found"):
         ex.GLID3Diffusion(preset="real", device="cpu")
 

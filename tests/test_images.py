@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from docarray import Document
 
-from dalle_flow.common import images
+from dalle_flow.serving import images
 from tests.conftest import png_bytes, png_data_uri, test_image
 
 

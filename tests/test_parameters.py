@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from dalle_flow.common.parameters import SEED_MAX, Param, parse, seed_param
+from dalle_flow.serving.parameters import SEED_MAX, Param, parse, seed_param
 
 SPECS = [Param("num_images", "int", default=4, low=1, high=16), Param("skip_rate", "float", default=0.5, low=0, high=1),
          Param("mode", "choice", default="none", choices=("none", "binary")), Param("invert", "bool", default=False),

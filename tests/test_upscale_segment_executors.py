@@ -8,7 +8,7 @@ import pytest
 import torch
 from docarray import Document, DocumentArray
 
-from dalle_flow.common import weights
+from dalle_flow.serving import weights
 from dalle_flow.models.clipseg import tiny_clipseg
 from dalle_flow.models.swinir import save_swinir, tiny_swinir
 from tests.conftest import REPO_ROOT, decode_data_uri, png_data_uri, test_image
@@ -108,7 +108,7 @@ def test_clipseg_loads_a_local_checkpoint_folder(clipseg_ex, tmp_path):
 
 
 def test_params_are_those_the_model_package_enforces(clipseg_ex):
-    from dalle_flow.models.clipseg import apply_threshold
+    from dalle_flow.pipelines.clipseg import apply_threshold
 
     mask = np.random.default_rng(0).random((8, 8)).astype(np.float32)
     for spec in clipseg_ex.SEGMENT_PARAMS:

@@ -3,8 +3,8 @@ import threading
 
 import pytest
 
-from dalle_flow.common import weights
-from dalle_flow.common.weights import MissingWeightsError, WeightFile
+from dalle_flow.serving import weights
+from dalle_flow.serving.weights import MissingWeightsError, WeightFile
 
 
 def test_explicit_dir_is_searched_first(tmp_path, monkeypatch):

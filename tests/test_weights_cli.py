@@ -4,8 +4,8 @@ import hashlib
 import pytest
 
 from dalle_flow import weights_cli
-from dalle_flow.common import weights
-from dalle_flow.common.weights import WeightFile
+from dalle_flow.serving import weights
+from dalle_flow.serving.weights import WeightFile
 from tests.test_weights import file_server  # noqa: F401  (fixture: serves 256,000 bytes with Range support)
 
 

@@ -1,8 +1,8 @@
 """Check parity fixture folders against the project's own loaders and models.
 
-    python tools/check_fixture.py DIR [DIR ...]
+    python tools/check_fixture.py [DIR ...]
 
-Each DIR is a fixture folder (holding fixture.json) or a tree of them. Prints one line per case with the maximum
+With no DIR, the fixtures the repository carries (tests/fixtures/parity) are checked. Each DIR is a fixture folder (holding fixture.json) or a tree of them. Prints one line per case with the maximum
 absolute error and ok/FAIL, checks manifest_full.json where present, and exits non-zero on any failure or unknown kind.
 """
 from __future__ import annotations
@@ -16,10 +16,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dalle_flow.parity import find_fixture_dirs, run_fixture  # noqa: E402
 
+DEFAULT_FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "parity"
+
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("dirs", nargs="+", type=Path)
+    parser.add_argument("dirs", nargs="*", type=Path, default=[DEFAULT_FIXTURES])
     args = parser.parse_args(argv)
     failures = 0
     for root in args.dirs:

@@ -1,4 +1,4 @@
-"""Parity checks against reference fixtures (see ../shared/fixtures/README.md).
+"""Parity checks against reference fixtures (see tests/fixtures/parity/README.md).
 
 A fixture folder holds `fixture.json` whose `kind` names the model family. `KIND_MODULES` maps a kind prefix to the
 module that knows how to load that family's checkpoint with the project's own loader and run the folder's cases.
@@ -14,12 +14,12 @@ from dalle_flow.parity.compare import CaseResult
 
 # kind prefix -> module with run_fixture(); longest matching prefix wins.
 KIND_MODULES = {
-    "dallebart": "dalle_flow.models.dallebart.parity",
-    "vqgan_f16": "dalle_flow.models.vqgan.parity",
-    "glid3_xl_latent_unet": "dalle_flow.models.glid3.parity_unet",
-    "ldm_autoencoder_kl": "dalle_flow.models.glid3.parity_kl_vae",
-    "ldm_bert_embedder": "dalle_flow.models.glid3.parity_bert",
-    "swinir_realsr": "dalle_flow.models.swinir.parity",
+    "dallebart": "dalle_flow.parity.dallebart",
+    "vqgan_f16": "dalle_flow.parity.vqgan",
+    "glid3_xl_latent_unet": "dalle_flow.parity.glid3_unet",
+    "ldm_autoencoder_kl": "dalle_flow.parity.kl_vae",
+    "ldm_bert_embedder": "dalle_flow.parity.bert",
+    "swinir_realsr": "dalle_flow.parity.swinir",
 }
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dalle_flow.models.state_dict import shape_mismatch
+from dalle_flow.runtime.state_dict import shape_mismatch
 
 
 @dataclass

@@ -6,10 +6,10 @@ import numpy as np
 from docarray import DocumentArray
 from jina import Executor, requests
 
-from dalle_flow.common.images import document_image, has_image
-from dalle_flow.common.parameters import require_prompts
-from dalle_flow.common.presets import is_tiny
-from dalle_flow.common.weights import resolve_hf_model
+from dalle_flow.serving.images import document_image, has_image
+from dalle_flow.serving.parameters import require_prompts
+from dalle_flow.serving.presets import is_tiny
+from dalle_flow.serving.weights import resolve_hf_model
 from dalle_flow.models.clip import DEFAULT_CLIP, ClipEmbedder, rank_scores
 
 

@@ -19,8 +19,8 @@ from urllib.parse import urlsplit
 from docarray import Document, DocumentArray
 from jina import Executor, requests
 
-from dalle_flow.common.images import document_image, encode_png, has_image
-from dalle_flow.common.parameters import require_prompts
+from dalle_flow.serving.images import document_image, encode_png, has_image
+from dalle_flow.serving.parameters import require_prompts
 
 TOKEN_ENV = "DALLE_FLOW_CLIP_TOKEN"
 SCORES = ("clip_score", "clip_score_cosine")

@@ -11,14 +11,14 @@ import torch
 from docarray import Document, DocumentArray
 from jina import Executor, requests
 
-from dalle_flow.common.device import pick_device, pick_dtype
-from dalle_flow.common.images import document_image, image_to_data_uri
-from dalle_flow.common.parameters import Param, parse
-from dalle_flow.common.presets import is_tiny, preset_tags
-from dalle_flow.models.clipseg import DEFAULT_CHECKPOINT, THRESHOLDING_TYPES, apply_threshold, load_clipseg, rgba, \
-    segment, tiny_clipseg
-from dalle_flow.models.clipseg.segment import (ADAPTIVE_C_RANGE, BINARY_STRENGTH_RANGE, BLOCK_SIZE_RANGE, DEFAULT_C,
-                                               DEFAULT_BINARY_STRENGTH, DEFAULT_BLOCK_SIZE, DEFAULT_THRESHOLDING)
+from dalle_flow.runtime.device import pick_device, pick_dtype
+from dalle_flow.serving.images import document_image, image_to_data_uri
+from dalle_flow.serving.parameters import Param, parse
+from dalle_flow.serving.presets import is_tiny, preset_tags
+from dalle_flow.models.clipseg import DEFAULT_CHECKPOINT, load_clipseg, tiny_clipseg
+from dalle_flow.pipelines.clipseg import (ADAPTIVE_C_RANGE, BINARY_STRENGTH_RANGE, BLOCK_SIZE_RANGE, DEFAULT_C,
+                                          DEFAULT_BINARY_STRENGTH, DEFAULT_BLOCK_SIZE, DEFAULT_THRESHOLDING,
+                                          THRESHOLDING_TYPES, apply_threshold, rgba, segment)
 
 TINY_LABEL = "CLIPSeg tiny (random weights)"
 MASK_KIND = "alpha_mask"

@@ -6,11 +6,11 @@ from pathlib import Path
 from docarray import DocumentArray
 from jina import Executor, requests
 
-from dalle_flow.common.outputs import image_document, request_timer
-from dalle_flow.common.parameters import Param, draw_seed, parse, require_prompts, seed_param
-from dalle_flow.common.presets import is_tiny
-from dalle_flow.common.weights import resolve, resolve_group
-from dalle_flow.models.dallebart.pipeline import DALLE_DEFAULTS, DalleMegaPipeline
+from dalle_flow.serving.outputs import image_document, request_timer
+from dalle_flow.serving.parameters import Param, draw_seed, parse, require_prompts, seed_param
+from dalle_flow.serving.presets import is_tiny
+from dalle_flow.serving.weights import resolve, resolve_group
+from dalle_flow.pipelines.dalle_mega import DALLE_DEFAULTS, DalleMegaPipeline
 
 MAX_IMAGES = 32  # per prompt and request; batched on the device in groups of `batch_size`
 PARAMS = [

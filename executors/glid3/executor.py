@@ -17,14 +17,14 @@ import numpy as np
 from docarray import DocumentArray
 from jina import Executor, requests
 
-from dalle_flow.common.device import pick_device, pick_dtype
-from dalle_flow.common.images import document_image, has_image
-from dalle_flow.common.outputs import image_document, request_timer
-from dalle_flow.common.parameters import Param, draw_seed, parse, seed_param
-from dalle_flow.common.presets import is_tiny
-from dalle_flow.common.weights import resolve, resolve_hf_model
+from dalle_flow.runtime.device import pick_device, pick_dtype
+from dalle_flow.serving.images import document_image, has_image
+from dalle_flow.serving.outputs import image_document, request_timer
+from dalle_flow.serving.parameters import Param, draw_seed, parse, seed_param
+from dalle_flow.serving.presets import is_tiny
+from dalle_flow.serving.weights import resolve, resolve_hf_model
 from dalle_flow.models.clip import DEFAULT_CLIP, ClipEmbedder
-from dalle_flow.models.glid3.pipeline import GLID3_DEFAULTS, Glid3Pipeline
+from dalle_flow.pipelines.glid3 import GLID3_DEFAULTS, Glid3Pipeline
 
 GENERATOR = "GLID3-XL"
 NUM_IMAGES_MAX = 36  # the seed README's step 2 asks for 36 refinements in one call; batched by `batch_size`

@@ -8,8 +8,8 @@ import time
 from docarray import Document, DocumentArray
 from jina import Executor, requests
 
-from dalle_flow.common.images import data_uri_bytes, decode_image_bytes, encode_png, has_image, tensor_to_image
-from dalle_flow.common.parameters import Param, parse
+from dalle_flow.serving.images import data_uri_bytes, decode_image_bytes, encode_png, has_image, tensor_to_image
+from dalle_flow.serving.parameters import Param, parse
 from dalle_flow.store import ImageStore, StoredImage
 
 HISTORY_PARAMS = [Param("offset", "int", default=0, low=0, high=10**9),

@@ -9,16 +9,17 @@ from __future__ import annotations
 from docarray import DocumentArray
 from jina import Executor, requests
 
-from dalle_flow.common.images import MAX_IMAGE_SIDE, document_image, has_image, image_to_data_uri
-from dalle_flow.common.parameters import Param, parse
-from dalle_flow.common.presets import is_tiny, preset_tags
-from dalle_flow.common.weights import resolve
-from dalle_flow.models.swinir import load_swinir, tiny_swinir, upscale
+from dalle_flow.serving.images import MAX_IMAGE_SIDE, document_image, has_image, image_to_data_uri
+from dalle_flow.serving.parameters import Param, parse
+from dalle_flow.serving.presets import is_tiny, preset_tags
+from dalle_flow.serving.weights import resolve
+from dalle_flow.models.swinir import load_swinir, tiny_swinir
+from dalle_flow.pipelines.swinir import upscale
 
 SWINIR_FILE = "003_realSR_BSRGAN_DFOWMFC_s64w8_SwinIR-L_x4_GAN.pth"
 REAL_LABEL = "SwinIR-L real-SR x4 GAN"
 TINY_LABEL = "SwinIR tiny x4 (random weights)"
-# x4 of 1024 is 4096, the largest side any image may have in this Flow (common.images.MAX_IMAGE_SIDE); untiled
+# x4 of 1024 is 4096, the largest side any image may have in this Flow (serving.images.MAX_IMAGE_SIDE); untiled
 # SwinIR-L memory grows with the pixel count, so larger inputs are refused rather than risked.
 DEFAULT_MAX_INPUT_SIDE = 1024
 DEFAULT_TILE_OVERLAP = 32  # the reference script's default

@@ -8,8 +8,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from dalle_flow.models.clipseg import THRESHOLDING_TYPES, apply_threshold, load_clipseg, rgba, segment, tiny_clipseg
-from dalle_flow.common.tiny_tokenizer import TINY_WORDS, tiny_vocabulary
+from dalle_flow.models.clipseg import load_clipseg, tiny_clipseg
+from dalle_flow.pipelines.clipseg import THRESHOLDING_TYPES, apply_threshold, rgba, segment
+from dalle_flow.runtime.tiny_tokenizer import TINY_WORDS, tiny_vocabulary
 from dalle_flow.models.clipseg.model import tiny_image_processor
 
 
@@ -217,7 +218,7 @@ def test_load_default_checkpoint_from_weights_dir(tmp_path, tiny):
 
 
 def test_load_default_checkpoint_missing_names_files(tmp_path, monkeypatch):
-    from dalle_flow.common import weights
+    from dalle_flow.serving import weights
 
     monkeypatch.setattr(weights, "_hf_cached", lambda entry: None)  # a machine with the real files cached
     monkeypatch.setattr(weights, "CACHE_DIR", tmp_path / "cache")

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from dalle_flow.common.flax_msgpack import read_all
-from dalle_flow.common.flax_msgpack_writer import write_flax_msgpack
+from dalle_flow.runtime.flax_msgpack import read_all
+from dalle_flow.runtime.flax_msgpack_writer import write_flax_msgpack
 from dalle_flow.models.dallebart.config import DalleBartConfig
 from dalle_flow.models.dallebart.loader import (CheckpointMismatchError, flax_shapes, load_dallebart,
                                                 save_dallebart)
 from dalle_flow.models.dallebart.model import tiny_config, tiny_dallebart
-from dalle_flow.models.dallebart.parity import run_fixture
+from dalle_flow.parity.dallebart import run_fixture
 from dalle_flow.models.dallebart.sampling import (SamplingSettings, generate_tokens, gumbel_noise,
                                                   supercondition_sample, top_k_filter, top_p_filter, warp)
 from tests.conftest import FIXTURES_ROOT

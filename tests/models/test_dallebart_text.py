@@ -10,21 +10,18 @@ import numpy as np
 import pytest
 import torch
 
-from dalle_flow.models.dallebart.parity_text import TEXT_CASES, run_text_cases
+from dalle_flow.parity.dallebart_text import TEXT_CASES, run_text_cases
 from dalle_flow.models.dallebart.processor import DalleProcessor, tiny_bpe
 from dalle_flow.models.dallebart.text import HashtagSegmenter, TextNormalizer
+from tests.conftest import FIXTURES_ROOT
 
-FIXTURE = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "dallebart"
-if not FIXTURE.is_dir():
-    FIXTURE = Path("/work/shared/fixtures/dallebart")
-needs_fixture = pytest.mark.skipif(not (FIXTURE / "fixture.json").is_file(), reason="dallebart fixture not present")
+FIXTURE = FIXTURES_ROOT / "dallebart"
 
 
 def _spec(folder: Path) -> dict:
     return json.loads((folder / "fixture.json").read_text())
 
 
-@needs_fixture
 def test_fixture_text_cases():
     results = run_text_cases(FIXTURE, _spec(FIXTURE), list(TEXT_CASES))
     assert [r.name for r in results] == list(TEXT_CASES)
@@ -32,7 +29,6 @@ def test_fixture_text_cases():
         assert r.ok, r.line()
 
 
-@needs_fixture
 def test_fixture_check_can_fail(tmp_path):
     # a copy of the folder with one altered expectation and one altered id must be reported, with the example
     for p in FIXTURE.iterdir():

@@ -1,6 +1,6 @@
 """GLID-3 XL UNet, guidance, PLMS sampler and pipeline.
 
-Parity with the reference runs through the shared fixture folder; the rest checks the loader on configurations the
+Parity with the reference runs through the repository's fixture folder; the rest checks the loader on configurations the
 fixture does not have, the sampler against a float64 transcription of its formulas, and the pipeline API.
 """
 from __future__ import annotations
@@ -15,15 +15,15 @@ import torch
 from torch import nn
 
 from dalle_flow.models.glid3.guidance import guided_model_fn
-from dalle_flow.models.glid3.pipeline import GLID3_DEFAULTS, Glid3Pipeline
+from dalle_flow.pipelines.glid3 import GLID3_DEFAULTS, Glid3Pipeline
 from dalle_flow.models.glid3.plms import MIN_SAMPLING_STEPS, PlmsSampler, initial_latents
 from dalle_flow.models.glid3.schedule import SpacedSchedule, space_timesteps
 from dalle_flow.models.glid3.unet import (FINETUNE_CONFIG, UNet, UNetConfig, load_unet, tiny_unet,
                                           unet_from_state_dict)
 from dalle_flow.parity import run_fixture
+from tests.conftest import FIXTURES_ROOT
 
-FIXTURES = Path(os.environ.get("DALLE_FLOW_FIXTURES", Path(__file__).resolve().parents[3] / "shared" / "fixtures"))
-GLID3_FIXTURE = FIXTURES / "glid3"
+GLID3_FIXTURE = FIXTURES_ROOT / "glid3"
 
 torch.set_num_threads(1)
 

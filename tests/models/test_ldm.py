@@ -15,15 +15,17 @@ from torch import nn
 
 from dalle_flow.models.glid3 import bert as bert_mod
 from dalle_flow.models.glid3 import kl_vae as kl
-from dalle_flow.models.glid3 import parity_bert, parity_kl_vae
+from dalle_flow.parity import bert as parity_bert
+from dalle_flow.parity import kl_vae as parity_kl_vae
 from dalle_flow.models.glid3.unpickle import UnsafeCheckpointError, load_checkpoint
 from dalle_flow.parity import read_spec
 from dalle_flow.parity import run_fixture as run_any_fixture
+from tests.conftest import FIXTURES_ROOT
 
 torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[2]
-FIXTURES = Path(os.environ.get("DALLE_FLOW_FIXTURES", ROOT.parent / "shared" / "fixtures")) / "ldm"
+FIXTURES = FIXTURES_ROOT / "ldm"
 LDM_FOLDERS = ["kl_vae", "kl_vae_sd", "bert"]
 
 

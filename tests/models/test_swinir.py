@@ -9,15 +9,14 @@ import pytest
 import torch
 
 from dalle_flow.models.swinir import (SwinIRConfig, build_swinir, derive_config, load_swinir, read_state_dict,
-                                      save_swinir, tiny_swinir, upscale, upscale_tensor)
-from dalle_flow.models.swinir.pipeline import symmetric_pad, tile_starts
+                                      save_swinir, tiny_swinir)
+from dalle_flow.pipelines.swinir import symmetric_pad, tile_starts, upscale, upscale_tensor
 from dalle_flow.models.swinir.window_attention import (WindowAttention, relative_position_index, shifted_window_mask,
                                                        window_partition)
 from dalle_flow.parity import run_fixture
+from tests.conftest import FIXTURES_ROOT
 
-FIXTURE = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "swinir"
-if not FIXTURE.exists():
-    FIXTURE = Path("/work/shared/fixtures/swinir")
+FIXTURE = FIXTURES_ROOT / "swinir"
 
 
 def random_image(h, w, seed=0, n=None):
@@ -32,7 +31,6 @@ def tiny():
 
 # ---------------------------------------------------------------- parity
 
-@pytest.mark.skipif(not FIXTURE.exists(), reason="shared SwinIR fixture not available")
 def test_fixture_parity():
     results = run_fixture(FIXTURE)
     assert results
@@ -42,7 +40,6 @@ def test_fixture_parity():
     assert "manifest_full" in names and "realsr_pipeline/output_rgb_uint8" in names
 
 
-@pytest.mark.skipif(not FIXTURE.exists(), reason="shared SwinIR fixture not available")
 def test_fixture_checkpoint_loads_without_config():
     spec = json.loads((FIXTURE / "fixture.json").read_text())
     model = load_swinir(FIXTURE / spec["checkpoint"])  # structure read off the tensors

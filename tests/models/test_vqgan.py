@@ -9,16 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-from dalle_flow.common import flax_msgpack
-from dalle_flow.common.flax_msgpack_writer import write_flax_msgpack
+from dalle_flow.runtime import flax_msgpack
+from dalle_flow.runtime.flax_msgpack_writer import write_flax_msgpack
 from dalle_flow.models.vqgan import (CheckpointMismatch, VQGAN, VQGANConfig, load_vqgan, postprocess, save_vqgan,
                                      tiny_vqgan)
 from dalle_flow.models.vqgan.loader import CHECKPOINT_NAME, CONFIG_NAME, build_empty, flax_layout
 from dalle_flow.parity import run_fixture
 from dalle_flow.parity.compare import read_manifest
+from tests.conftest import FIXTURES_ROOT
 
-FIXTURES = Path(os.environ.get("DALLE_FLOW_FIXTURES", Path(__file__).resolve().parents[3] / "shared" / "fixtures"))
-VQGAN_FIXTURE = FIXTURES / "vqgan"
+VQGAN_FIXTURE = FIXTURES_ROOT / "vqgan"
 
 # differs from the fixture in every size; resolution 90 makes the encoder's nominal resolutions (90, 45, 22) differ
 # from the decoder's (22, 44, 88), so attention at 45 exists in the encoder only

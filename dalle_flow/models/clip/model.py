@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from dalle_flow.common.device import pick_device, pick_dtype
+from dalle_flow.runtime.device import pick_device, pick_dtype
 
 DEFAULT_CLIP = "openai/clip-vit-large-patch14-336"  # ViT-L/14@336px, what DALL·E Flow ranked with
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -38,7 +38,7 @@ class ClipEmbedder:
         """Random, deterministic, 32-dim embeddings of 32×32 crops: for tests and smoke demos only."""
         from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
-        from dalle_flow.common.tiny_tokenizer import tiny_clip_tokenizer
+        from dalle_flow.runtime.tiny_tokenizer import tiny_clip_tokenizer
 
         tokenizer = tiny_clip_tokenizer(77)
         text = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,

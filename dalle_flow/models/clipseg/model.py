@@ -11,9 +11,9 @@ from pathlib import Path
 import torch
 from transformers import CLIPSegConfig, CLIPSegForImageSegmentation, CLIPSegProcessor, ViTImageProcessor
 
-from dalle_flow.common import weights
-from dalle_flow.common.device import pick_device, pick_dtype
-from dalle_flow.common.tiny_tokenizer import tiny_clip_tokenizer
+from dalle_flow.serving import weights
+from dalle_flow.runtime.device import pick_device, pick_dtype
+from dalle_flow.runtime.tiny_tokenizer import tiny_clip_tokenizer
 
 DEFAULT_CHECKPOINT = weights.CLIPSEG_REPO  # "CIDAS/clipseg-rd64-refined"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # what both the original executor and the CIDAS processor normalise with

@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dalle_flow.common.device import pick_device, pick_dtype
-from dalle_flow.common.flax_msgpack import iter_leaves
-from dalle_flow.common.flax_msgpack_writer import write_flax_msgpack
+from dalle_flow.runtime.device import pick_device, pick_dtype
+from dalle_flow.runtime.flax_msgpack import iter_leaves
+from dalle_flow.runtime.flax_msgpack_writer import write_flax_msgpack
 from dalle_flow.models.dallebart.attention import Dense
 from dalle_flow.models.dallebart.config import DalleBartConfig
 from dalle_flow.models.dallebart.model import DalleBart
@@ -186,7 +186,7 @@ def build_empty(config: DalleBartConfig, device, dtype: torch.dtype) -> DalleBar
 
 def load_dallebart(folder_or_paths, device="cpu", dtype: torch.dtype | str = torch.float32) -> DalleBart:
     """Load a released (or saved) DalleBart in eval mode, without gradients. The file may be float16 or float32;
-    tensors are converted to `dtype` while copying. device/dtype accept 'auto' (see common.device)."""
+    tensors are converted to `dtype` while copying. device/dtype accept 'auto' (see runtime.device)."""
     config_path, checkpoint = resolve_paths(folder_or_paths)
     device = pick_device(None if device is None else str(device))
     if not isinstance(dtype, torch.dtype):

@@ -30,7 +30,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from dalle_flow.common.device import seeded_generator
+from dalle_flow.runtime.device import seeded_generator
 from dalle_flow.models.dallebart.decoder import DecoderCache
 from dalle_flow.models.dallebart.model import DalleBart
 

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dalle_flow.models.glid3.unpickle import load_checkpoint
-from dalle_flow.models.state_dict import load_state_dict_strict
+from dalle_flow.runtime.state_dict import load_state_dict_strict
 
 DIM_HEAD = 64  # x-transformers' default head width; ldm never overrides it (nor heads=8)
 

@@ -17,7 +17,7 @@ from torch import nn
 
 from dalle_flow.models.autoencoder_blocks import Decoder, Encoder, LatentAutoencoder
 from dalle_flow.models.glid3.unpickle import Checkpoint, load_checkpoint
-from dalle_flow.models.state_dict import load_state_dict_strict
+from dalle_flow.runtime.state_dict import load_state_dict_strict
 
 SCALE_FACTOR = 0.18215  # GLID-3 / LDM latent scale for kl-f8
 LOGVAR_MIN, LOGVAR_MAX = -30.0, 20.0

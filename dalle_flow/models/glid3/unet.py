@@ -17,7 +17,7 @@ from torch import nn
 
 from dalle_flow.models.glid3.attention import GroupNorm32, SpatialTransformer
 from dalle_flow.models.glid3.unet_blocks import Downsample, ResBlock, Upsample, timestep_embedding
-from dalle_flow.models.state_dict import load_state_dict_strict
+from dalle_flow.runtime.state_dict import load_state_dict_strict
 
 
 @dataclass(frozen=True)

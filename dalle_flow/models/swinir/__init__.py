@@ -2,7 +2,6 @@
 from dalle_flow.models.swinir.loader import (build_swinir, derive_config, load_swinir, read_state_dict, save_swinir,
                                              tiny_config, tiny_swinir)
 from dalle_flow.models.swinir.network import SwinIR, SwinIRConfig
-from dalle_flow.models.swinir.pipeline import upscale, upscale_tensor
 
 __all__ = ["SwinIR", "SwinIRConfig", "build_swinir", "derive_config", "load_swinir", "read_state_dict", "save_swinir",
-           "tiny_config", "tiny_swinir", "upscale", "upscale_tensor"]
+           "tiny_config", "tiny_swinir"]

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import torch
 
-from dalle_flow.common.device import pick_device, pick_dtype
-from dalle_flow.models.state_dict import load_state_dict_strict
+from dalle_flow.runtime.device import pick_device, pick_dtype
+from dalle_flow.runtime.state_dict import load_state_dict_strict
 from dalle_flow.models.swinir.network import SwinIR, SwinIRConfig
 
 WRAPPER_KEYS = ("params_ema", "params")  # the released GAN file uses params_ema; other SwinIR files use params

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from dalle_flow.common import flax_msgpack
-from dalle_flow.common.flax_msgpack_writer import write_flax_msgpack
+from dalle_flow.runtime import flax_msgpack
+from dalle_flow.runtime.flax_msgpack_writer import write_flax_msgpack
 from dalle_flow.models.vqgan.config import VQGANConfig
 from dalle_flow.models.vqgan.model import VQGAN
 

@@ -1,1 +1,0 @@
-"""Helpers shared by every executor: parameters, images, weights, device choice, presets."""
