@@ -11,7 +11,7 @@ from docarray import Document, DocumentArray
 
 from dalle_flow.serving.weights import MissingWeightsError
 from dalle_flow.models.clip import ClipEmbedder
-from dalle_flow.pipelines.glid3 import Glid3Pipeline
+from dalle_flow.pipelines.glid3 import GENERATE_PARAMS, REFINE_PARAMS, Glid3Pipeline
 from tests.conftest import REPO_ROOT, png_data_uri, test_image
 
 torch.set_num_threads(1)
@@ -27,13 +27,18 @@ def ex():
 
 # -- parameters -------------------------------------------------------------------------------------------------------
 
-def test_defaults_per_mode(ex):
-    text = ex.request_params({}, refine=False, default_steps=100)
+def test_defaults_per_mode():
+    text = GENERATE_PARAMS.parse({})
     assert text == {"num_images": 2, "skip_rate": 0.5, "steps": 100, "guidance_scale": 5.0, "seed": None}
-    assert ex.request_params(None, refine=True, default_steps=10)["num_images"] == 36
+    assert REFINE_PARAMS.with_defaults(steps=10).parse(None)["num_images"] == 36
     # gRPC sends numbers as doubles; unrelated keys belong to other executors
-    got = ex.request_params({"num_images": 36.0, "steps": 8.0, "seed": 3.0, "top_k": 50}, True, 10)
+    got = REFINE_PARAMS.parse({"num_images": 36.0, "steps": 8.0, "seed": 3.0, "top_k": 50})
     assert (got["num_images"], got["steps"], got["seed"]) == (36, 8, 3)
+
+
+def test_the_executor_serves_the_declarations_with_its_configured_steps(tiny_executor):
+    assert tiny_executor.params[False] == GENERATE_PARAMS.with_defaults(steps=tiny_executor.default_steps)
+    assert tiny_executor.params[True] == REFINE_PARAMS.with_defaults(steps=tiny_executor.default_steps)
 
 
 @pytest.mark.parametrize("params, message", [
@@ -47,11 +52,18 @@ def test_defaults_per_mode(ex):
     ({"guidance_scale": math.nan}, "guidance_scale: must be a number between 0 and 50, got nan"),
     ({"seed": 2**40}, "seed: must be an integer between 0 and"),
 ])
-def test_bad_parameters_name_field_and_limit(ex, params, message):
-    for refine in (False, True):  # skip_rate is checked on `/` too: the request names a GLID-3 parameter
+def test_bad_parameters_name_field_and_limit(params, message):
+    for declaration in (GENERATE_PARAMS, REFINE_PARAMS):  # skip_rate is checked on `/` too: the request names it
         with pytest.raises(ValueError) as err:
-            ex.request_params(params, refine, 100)
+            declaration.parse(params)
         assert message in str(err.value)
+
+
+def test_the_skip_rate_rule_holds_for_refinement_only():
+    assert GENERATE_PARAMS.parse({"skip_rate": 0.99})["skip_rate"] == 0.99
+    with pytest.raises(ValueError, match=r"skip_rate: 0.99 skips 99 of 100 steps and leaves 1; at least 4 must "
+                                         r"remain \(skip_rate <= 0.96 for steps=100\)"):
+        REFINE_PARAMS.parse({"skip_rate": 0.99})
 
 
 # -- prompt and CLIP embedding ----------------------------------------------------------------------------------------
@@ -112,7 +124,7 @@ def test_mixed_request_on_slash_and_batching(tiny_executor):
 def test_nothing_is_sampled_when_a_later_document_is_bad(tiny_executor):
     docs = DocumentArray([Document(text="fine", uri=png_data_uri(test_image(32))), Document(text="no image")])
     with pytest.raises(ValueError, match=r"docs\[1\]: the Document carries no image"):
-        tiny_executor.diffuse(docs, {"steps": 4})
+        tiny_executor.diffuse(docs, {"steps": 4, "skip_rate": 0.0})
     assert len(docs[0].matches) == 0
 
 

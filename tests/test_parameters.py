@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from dalle_flow.serving.parameters import SEED_MAX, Param, parse, seed_param
+from dalle_flow.parameters import SEED_MAX, Param, Params, parse, seed_param
 
 SPECS = [Param("num_images", "int", default=4, low=1, high=16), Param("skip_rate", "float", default=0.5, low=0, high=1),
          Param("mode", "choice", default="none", choices=("none", "binary")), Param("invert", "bool", default=False),
@@ -47,3 +47,41 @@ def test_nothing_is_clamped():
 def test_parameters_must_be_a_mapping():
     with pytest.raises(ValueError, match="parameters: must be a mapping"):
         parse(["num_images"], SPECS)
+
+
+# -- Params: one declaration per pipeline ------------------------------------------------------------------------------
+
+def _steps_rule(values):
+    if values["num_images"] > values["steps"]:
+        raise ValueError(f"num_images: must be at most steps = {values['steps']}, got {values['num_images']}")
+
+
+DECLARATION = Params((Param("num_images", "int", default=4, low=1, high=16), Param("steps", "int", default=10, low=1)),
+                     (_steps_rule,))
+
+
+def test_params_parse_fields_then_rules():
+    assert DECLARATION.parse(None) == {"num_images": 4, "steps": 10}
+    assert DECLARATION.parse({"num_images": 12.0, "steps": 12})["num_images"] == 12
+    with pytest.raises(ValueError, match="num_images: must be at most steps = 10, got 12"):
+        DECLARATION.parse({"num_images": 12})
+    with pytest.raises(ValueError, match="num_images: must be an integer between 1 and 16, got 17"):
+        DECLARATION.parse({"num_images": 17, "steps": 20})  # the field's own range is checked before any rule
+
+
+def test_with_defaults_checks_each_new_default_and_keeps_the_rules():
+    served = DECLARATION.with_defaults(steps=3)
+    assert served.default("steps") == 3 and served.rules == DECLARATION.rules
+    with pytest.raises(ValueError, match="num_images: must be at most steps = 3, got 4"):
+        served.parse({})
+    with pytest.raises(ValueError, match="steps: must be an integer >= 1, got 0"):
+        DECLARATION.with_defaults(steps=0)
+    with pytest.raises(KeyError, match="top_k"):
+        DECLARATION.with_defaults(top_k=5)
+
+
+def test_a_declaration_refuses_duplicate_names_and_defaults_outside_their_range():
+    with pytest.raises(ValueError, match="declared twice"):
+        Params((Param("steps", "int", default=1), Param("steps", "int", default=2)))
+    with pytest.raises(ValueError, match="steps: must be an integer between 1 and 10, got 11"):
+        Params((Param("steps", "int", default=11, low=1, high=10),))

@@ -107,11 +107,12 @@ def test_clipseg_loads_a_local_checkpoint_folder(clipseg_ex, tmp_path):
     assert outputs[0].tags["segmenter"] == f"CLIPSeg {tmp_path}" and "preset" not in outputs[0].tags
 
 
-def test_params_are_those_the_model_package_enforces(clipseg_ex):
-    from dalle_flow.pipelines.clipseg import apply_threshold
+def test_params_are_those_the_pipeline_enforces(clipseg_ex):
+    from dalle_flow.pipelines.clipseg import SEGMENT_PARAMS, apply_threshold
 
+    assert clipseg_ex.SEGMENT_PARAMS is SEGMENT_PARAMS
     mask = np.random.default_rng(0).random((8, 8)).astype(np.float32)
-    for spec in clipseg_ex.SEGMENT_PARAMS:
+    for spec in SEGMENT_PARAMS.specs:
         if spec.kind not in ("int", "float"):
             continue
         for value, ok in ((spec.low, True), (spec.high, True), (spec.low - 1, False), (spec.high + 1, False)):

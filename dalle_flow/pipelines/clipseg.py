@@ -5,7 +5,8 @@
     --> RGBA                                                              rgba()
 
 Alpha follows the original executor: by default the prompt's region is TRANSPARENT (alpha 0) and the rest opaque,
-ready for inpainting; invert=True makes the prompt's region the opaque part instead.
+ready for inpainting; invert=True makes the prompt's region the opaque part instead. The /segment parameters are
+declared once here (`SEGMENT_PARAMS`); the executor parses requests with it and `apply_threshold` checks with it.
 """
 from __future__ import annotations
 
@@ -15,15 +16,18 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from dalle_flow.parameters import Param, Params
+
 THRESHOLDING_TYPES = ("none", "binary", "adaptive_mean", "adaptive_gaussian")
-DEFAULT_THRESHOLDING = "binary"
-DEFAULT_BINARY_STRENGTH = 85
-DEFAULT_BLOCK_SIZE = 11
-DEFAULT_C = 2.0
-# Ranges enforced here and declared as the /segment parameters (executors/clipseg): one definition for both.
-BINARY_STRENGTH_RANGE = (0, 255)  # grey levels of the stretched map
-BLOCK_SIZE_RANGE = (3, 255)  # odd window side in image pixels; a Gaussian window costs O(block) per pixel
-ADAPTIVE_C_RANGE = (-255.0, 255.0)  # subtracted from a local mean of grey levels; beyond this every pixel is equal
+SEGMENT_PARAMS = Params((
+    Param("thresholding_type", "choice", default="binary", choices=THRESHOLDING_TYPES),
+    Param("binary_thresh_strength", "int", default=85, low=0, high=255),  # grey levels of the stretched map
+    # odd window side in image pixels; a Gaussian window costs O(block) per pixel
+    Param("adaptive_thresh_block_size", "int", default=11, low=3, high=255),
+    # subtracted from a local mean of grey levels; beyond ±255 every pixel is equal
+    Param("adaptive_thresh_c", "float", default=2.0, low=-255.0, high=255.0),
+    Param("invert", "bool", default=False),
+))
 
 
 def _check_image(image) -> np.ndarray:
@@ -56,10 +60,11 @@ def segment(model, processor, image: np.ndarray, prompt: str) -> np.ndarray:
     return probs[0, 0].clamp(0, 1).cpu().numpy()
 
 
-def apply_threshold(mask: np.ndarray, thresholding_type: str = DEFAULT_THRESHOLDING,
-                    binary_thresh_strength: int = DEFAULT_BINARY_STRENGTH,
-                    adaptive_thresh_block_size: int = DEFAULT_BLOCK_SIZE, adaptive_thresh_c: float = DEFAULT_C,
-                    invert: bool = False) -> np.ndarray:
+def apply_threshold(mask: np.ndarray, thresholding_type: str = SEGMENT_PARAMS.default("thresholding_type"),
+                    binary_thresh_strength: int = SEGMENT_PARAMS.default("binary_thresh_strength"),
+                    adaptive_thresh_block_size: int = SEGMENT_PARAMS.default("adaptive_thresh_block_size"),
+                    adaptive_thresh_c: float = SEGMENT_PARAMS.default("adaptive_thresh_c"),
+                    invert: bool = SEGMENT_PARAMS.default("invert")) -> np.ndarray:
     """uint8 alpha (H, W) from a probability map, as the original executor derived it.
 
     The map is first stretched so its maximum is 255 (uint8, truncated). Then:
@@ -77,11 +82,10 @@ def apply_threshold(mask: np.ndarray, thresholding_type: str = DEFAULT_THRESHOLD
         raise ValueError(f"mask: must be a float (H, W) array, got {mask.dtype} {mask.shape}")
     if mask.size and not (np.isfinite(mask).all() and mask.min() >= 0 and mask.max() <= 1):
         raise ValueError("mask: values must lie in [0, 1]")
-    if thresholding_type not in THRESHOLDING_TYPES:
-        raise ValueError(f"thresholding_type: must be one of {', '.join(map(repr, THRESHOLDING_TYPES))}, "
-                         f"got {thresholding_type!r}")
-    if not isinstance(invert, (bool, np.bool_)):
-        raise ValueError(f"invert: must be true or false, got {invert!r}")
+    options = SEGMENT_PARAMS.parse(dict(
+        thresholding_type=thresholding_type, binary_thresh_strength=binary_thresh_strength,
+        adaptive_thresh_block_size=adaptive_thresh_block_size, adaptive_thresh_c=adaptive_thresh_c, invert=invert))
+    thresholding_type = options["thresholding_type"]
 
     peak = float(mask.max()) if mask.size else 0.0
     # same float32 operation order as the original, so the truncation to uint8 agrees
@@ -91,27 +95,14 @@ def apply_threshold(mask: np.ndarray, thresholding_type: str = DEFAULT_THRESHOLD
     if thresholding_type == "none":
         bw = grey
     elif thresholding_type == "binary":
-        strength = _int_param("binary_thresh_strength", binary_thresh_strength, *BINARY_STRENGTH_RANGE)
-        bw = cv2.threshold(grey, strength, 255, cv2.THRESH_BINARY)[1]
+        bw = cv2.threshold(grey, options["binary_thresh_strength"], 255, cv2.THRESH_BINARY)[1]
     else:
-        block = _int_param("adaptive_thresh_block_size", adaptive_thresh_block_size, *BLOCK_SIZE_RANGE)
+        block = options["adaptive_thresh_block_size"]
         block -= 1 - block % 2  # even -> next odd below, like the original
-        if isinstance(adaptive_thresh_c, bool) or not isinstance(adaptive_thresh_c, (int, float, np.number)) \
-                or not ADAPTIVE_C_RANGE[0] <= adaptive_thresh_c <= ADAPTIVE_C_RANGE[1]:
-            raise ValueError(f"adaptive_thresh_c: must be a number between {ADAPTIVE_C_RANGE[0]:g} and "
-                             f"{ADAPTIVE_C_RANGE[1]:g}, got {adaptive_thresh_c!r}")
         method = cv2.ADAPTIVE_THRESH_MEAN_C if thresholding_type == "adaptive_mean" else \
             cv2.ADAPTIVE_THRESH_GAUSSIAN_C
-        bw = cv2.adaptiveThreshold(grey, 255, method, cv2.THRESH_BINARY, block, float(adaptive_thresh_c))
-    return bw if invert else 255 - bw
-
-
-def _int_param(name: str, value, low: int, high: int | None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low or \
-            (high is not None and value > high):
-        bound = f"between {low} and {high}" if high is not None else f">= {low}"
-        raise ValueError(f"{name}: must be an integer {bound}, got {value!r}")
-    return int(value)
+        bw = cv2.adaptiveThreshold(grey, 255, method, cv2.THRESH_BINARY, block, options["adaptive_thresh_c"])
+    return bw if options["invert"] else 255 - bw
 
 
 def rgba(image: np.ndarray, alpha: np.ndarray) -> np.ndarray:

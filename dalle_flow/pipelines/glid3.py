@@ -6,8 +6,10 @@ Reproduces DALL·E Flow's `/diffuse` path (dalle_flow_glid3 `sample.py:do_run`, 
   checkpoint with `clip_proj`; otherwise they are ignored.
 - Guidance: `guided_model_fn` (channels 0..2 guided, channel 3 unguided), PLMS with PRK warm-up, no clamping.
 - Refinement: the image is resized to 256x256 with LANCZOS (no aspect preservation), mapped to [-1, 1], encoded,
-  one posterior sample is drawn per request and scaled by 0.18215; the sampler skips int(steps * skip_rate) steps.
-- Output: pred_xstart / 0.18215 -> VAE decode -> (y + 1) / 2 clamped to [0, 1] -> *255 truncated to uint8.
+  one posterior sample is drawn per request and scaled by kl_vae.SCALE_FACTOR (`image_to_latent`); the sampler
+  skips int(steps * skip_rate) steps.
+- Output (`latent_to_image`): pred_xstart / SCALE_FACTOR -> VAE decode -> (y + 1) / 2 clamped to [0, 1] -> *255
+  truncated to uint8.
 
 Randomness, per request: one CPU `torch.Generator` seeded with `seed`. In this order it draws: (refine only) the
 posterior noise of the init image, (1, 4, h, w); then for each batch, in order, the start noise (2b, 4, h, w) where b
@@ -18,11 +20,12 @@ Deliberate differences from the reference: no intermediate previews (the referen
 in place for previews, so its final latent is divided twice when the last step index is a multiple of 5 and steps
 were skipped; here it is divided once, always); seeded noise instead of the global RNG; a request that would leave
 fewer than `MIN_SAMPLING_STEPS` sampling steps is refused instead of returning NaN images or crashing.
+
+Request parameters are declared once here (`GENERATE_PARAMS`, `REFINE_PARAMS`, with the skip_rate x steps rule);
+the executor parses requests with them and `generate`/`refine` check their arguments with them.
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -30,43 +33,58 @@ import torch
 from PIL import Image
 from torch import nn
 
+from dalle_flow.parameters import Param, Params, seed_param
 from dalle_flow.models.glid3.guidance import guided_model_fn
+from dalle_flow.models.glid3.kl_vae import image_to_latent, latent_to_image, load_kl_vae, tiny_kl_vae
 from dalle_flow.models.glid3.plms import MIN_SAMPLING_STEPS, PlmsSampler, initial_latents
 from dalle_flow.models.glid3.schedule import SpacedSchedule
 from dalle_flow.models.glid3.unet import UNet
 
-LATENT_SCALE = 0.18215  # KL-f8 latents were scaled to unit variance for diffusion training
+IMAGE_SIZE = 256
+DIFFUSION_STEPS = 1000  # the trained diffusion process; respacing cannot exceed it
+NUM_IMAGES_MAX = 36  # the seed README's step 2 asks for 36 refinements in one call; batched by `batch_size`
 
 
-@dataclass(frozen=True)
-class Glid3Defaults:
-    steps: int = 100  # DALL·E Flow executors/glid3 config.yml `steps` (timestep_respacing "100")
-    guidance_scale: float = 5.0  # dalle_flow_glid3 cli default
-    skip_rate: float = 0.5  # /diffuse request default: half the steps are skipped, the image sets the composition
-    num_images: int = 1
-    batch_size: int = 8  # rows per UNet call are 2 * batch_size (conditional + blank)
-    image_size: int = 256
-    diffusion_steps: int = 1000
-    min_sampling_steps: int = MIN_SAMPLING_STEPS  # PRK warm-up (3 steps) must end before t = 0
+def skipped_steps(steps: int, skip_rate: float) -> int:
+    return int(steps * skip_rate)  # float truncation, as DALL·E Flow: int(100 * 0.29) == 28
 
 
-GLID3_DEFAULTS = Glid3Defaults()
+def enough_sampling_steps(values: dict) -> None:
+    """Refinement skips int(steps * skip_rate) steps; PLMS's warm-up needs MIN_SAMPLING_STEPS of the rest."""
+    steps, skip_rate = values["steps"], values["skip_rate"]
+    skip = skipped_steps(steps, skip_rate)
+    if steps - skip < MIN_SAMPLING_STEPS:
+        limit = (steps - MIN_SAMPLING_STEPS) / steps
+        raise ValueError(f"skip_rate: {skip_rate} skips {skip} of {steps} steps and leaves {steps - skip}; at least "
+                         f"{MIN_SAMPLING_STEPS} must remain (skip_rate <= {limit:g} for steps={steps})")
+
+
+# Text to image (`/`). skip_rate is declared here too: a request naming it is checked even when nothing is refined.
+GENERATE_PARAMS = Params((
+    Param("num_images", "int", default=2, low=1, high=NUM_IMAGES_MAX),  # a few next to DALL·E Mega's candidates
+    Param("skip_rate", "float", default=0.5, low=0, high=1),  # 0 improvises, 1 stays close to the image
+    Param("steps", "int", default=100, low=MIN_SAMPLING_STEPS, high=DIFFUSION_STEPS),  # DALL·E Flow's respacing
+    Param("guidance_scale", "float", default=5.0, low=0, high=50),  # dalle_flow_glid3's cli default
+    seed_param(),
+))
+# Refinement (`/diffuse`, or `/` for a Document carrying an image): the seed README indexes diffused[34].
+REFINE_PARAMS = GENERATE_PARAMS.with_defaults(num_images=NUM_IMAGES_MAX).with_rules(enough_sampling_steps)
+BATCH_SIZE = Param("batch_size", "int", default=8, low=1, high=NUM_IMAGES_MAX)  # rows per UNet call: 2 x batch_size
 
 
 @lru_cache(maxsize=16)
-def spaced_schedule(steps: int, diffusion_steps: int = 1000) -> SpacedSchedule:
+def spaced_schedule(steps: int, diffusion_steps: int = DIFFUSION_STEPS) -> SpacedSchedule:
     return SpacedSchedule.create(steps, diffusion_steps)
 
 
 class Glid3Pipeline:
     def __init__(self, unet: UNet, kl_vae: nn.Module, bert: nn.Module, device: torch.device | str | None = None,
-                 image_size: int = GLID3_DEFAULTS.image_size, diffusion_steps: int = GLID3_DEFAULTS.diffusion_steps):
+                 image_size: int = IMAGE_SIZE):
         """unet: `UNet`; kl_vae: `.encode(x in [-1,1]) -> (mean, logvar)`, `.decode(unscaled z) -> image in ~[-1,1]`;
         bert: `.encode(list[str]) -> (N, 77, context_dim)`. All three must already sit on `device`."""
         self.unet, self.kl_vae, self.bert = unet, kl_vae, bert
         self.device = torch.device(device) if device is not None else next(unet.parameters()).device
         self.image_size = int(image_size)
-        self.diffusion_steps = int(diffusion_steps)
         self.latent_size = self.image_size // 8
         with torch.inference_mode():
             self.blank_context = self._bert(["a"])  # (1, 77, C), the reference's negative text
@@ -79,7 +97,6 @@ class Glid3Pipeline:
                      dtype: torch.dtype = torch.float32) -> "Glid3Pipeline":
         """Real checkpoints: finetune.pt (UNet in `dtype`), kl-f8.pt and bert.pt + vocab.txt (float32)."""
         from dalle_flow.models.glid3.bert import load_bert_embedder
-        from dalle_flow.models.glid3.kl_vae import load_kl_vae
         from dalle_flow.models.glid3.unet import load_unet
 
         unet = load_unet(unet_path, device=device, dtype=dtype)
@@ -92,7 +109,6 @@ class Glid3Pipeline:
              seed: int = 0) -> "Glid3Pipeline":
         """Tiny random models end to end (no files), 256x256 output: for tests and the tiny preset."""
         from dalle_flow.models.glid3.bert import tiny_bert_embedder
-        from dalle_flow.models.glid3.kl_vae import tiny_kl_vae
         from dalle_flow.models.glid3.unet import tiny_unet
 
         bert = tiny_bert_embedder().to(device).eval()
@@ -103,44 +119,28 @@ class Glid3Pipeline:
 
     # -- public API -------------------------------------------------------------------------------------------------
 
-    def generate(self, prompt: str, num_images: int, seed: int, steps: int = GLID3_DEFAULTS.steps,
-                 guidance_scale: float = GLID3_DEFAULTS.guidance_scale, clip_embed=None, blank_clip_embed=None,
-                 batch_size: int = GLID3_DEFAULTS.batch_size) -> np.ndarray:
-        """Text to images: (num_images, 256, 256, 3) uint8."""
-        self._check_common(prompt, num_images, seed, steps, guidance_scale, batch_size)
-        return self._run(prompt, num_images, seed, steps, guidance_scale, clip_embed, blank_clip_embed, batch_size,
-                         image=None, skip=0)
+    def generate(self, prompt: str, num_images: int, seed: int, steps: int = GENERATE_PARAMS.default("steps"),
+                 guidance_scale: float = GENERATE_PARAMS.default("guidance_scale"), clip_embed=None,
+                 blank_clip_embed=None, batch_size: int = BATCH_SIZE.default) -> np.ndarray:
+        """Text to images: (num_images, 256, 256, 3) uint8. Arguments are checked with GENERATE_PARAMS."""
+        p = GENERATE_PARAMS.parse(dict(num_images=num_images, seed=seed, steps=steps, guidance_scale=guidance_scale))
+        return self._run(_prompt(prompt), p["num_images"], p["seed"], p["steps"], p["guidance_scale"], clip_embed,
+                         blank_clip_embed, BATCH_SIZE.convert(batch_size), image=None, skip=0)
 
-    def refine(self, image: np.ndarray, prompt: str, num_images: int, seed: int, steps: int = GLID3_DEFAULTS.steps,
-               guidance_scale: float = GLID3_DEFAULTS.guidance_scale, skip_rate: float = GLID3_DEFAULTS.skip_rate,
-               clip_embed=None, blank_clip_embed=None, batch_size: int = GLID3_DEFAULTS.batch_size) -> np.ndarray:
-        """Refine an image (HWC RGB uint8, any size) towards the prompt: (num_images, 256, 256, 3) uint8."""
-        self._check_common(prompt, num_images, seed, steps, guidance_scale, batch_size)
-        if isinstance(skip_rate, bool) or not isinstance(skip_rate, (int, float)) or not 0 <= skip_rate <= 1:
-            raise ValueError(f"skip_rate: must be a number between 0 and 1, got {skip_rate!r}")
-        skip = int(steps * skip_rate)  # float truncation, as DALL·E Flow: int(100 * 0.29) == 28
-        if steps - skip < MIN_SAMPLING_STEPS:
-            limit = (steps - MIN_SAMPLING_STEPS) / steps
-            raise ValueError(f"skip_rate: {skip_rate} skips {skip} of {steps} steps and leaves {steps - skip}; at "
-                             f"least {MIN_SAMPLING_STEPS} must remain (skip_rate <= {limit:g} for steps={steps})")
-        return self._run(prompt, num_images, seed, steps, guidance_scale, clip_embed, blank_clip_embed, batch_size,
-                         image=_image_array(image), skip=skip)
+    def refine(self, image: np.ndarray, prompt: str, num_images: int, seed: int,
+               steps: int = REFINE_PARAMS.default("steps"),
+               guidance_scale: float = REFINE_PARAMS.default("guidance_scale"),
+               skip_rate: float = REFINE_PARAMS.default("skip_rate"), clip_embed=None, blank_clip_embed=None,
+               batch_size: int = BATCH_SIZE.default) -> np.ndarray:
+        """Refine an image (HWC RGB uint8, any size) towards the prompt: (num_images, 256, 256, 3) uint8. Arguments
+        are checked with REFINE_PARAMS (so a skip_rate leaving too few steps is refused)."""
+        p = REFINE_PARAMS.parse(dict(num_images=num_images, seed=seed, steps=steps, guidance_scale=guidance_scale,
+                                     skip_rate=skip_rate))
+        return self._run(_prompt(prompt), p["num_images"], p["seed"], p["steps"], p["guidance_scale"], clip_embed,
+                         blank_clip_embed, BATCH_SIZE.convert(batch_size), image=_image_array(image),
+                         skip=skipped_steps(p["steps"], p["skip_rate"]))
 
     # -- internals --------------------------------------------------------------------------------------------------
-
-    def _check_common(self, prompt, num_images, seed, steps, guidance_scale, batch_size):
-        if not isinstance(prompt, str):
-            raise ValueError(f"prompt: must be a string, got {type(prompt).__name__}")
-        for name, value, low, high in (("num_images", num_images, 1, None), ("seed", seed, 0, None),
-                                       ("steps", steps, MIN_SAMPLING_STEPS, self.diffusion_steps),
-                                       ("batch_size", batch_size, 1, None)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low or \
-                    (high is not None and value > high):
-                bound = f"between {low} and {high}" if high is not None else f">= {low}"
-                raise ValueError(f"{name}: must be an integer {bound}, got {value!r}")
-        if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)) or \
-                not math.isfinite(guidance_scale):
-            raise ValueError(f"guidance_scale: must be a finite number, got {guidance_scale!r}")
 
     def _bert(self, texts: list[str]) -> torch.Tensor:
         return self.bert.encode(texts).float().to(self.device)
@@ -164,7 +164,7 @@ class Glid3Pipeline:
              skip) -> np.ndarray:
         clip = self._clip_rows(clip_embed, blank_clip_embed)
         text_context = self._bert([f'"{prompt}"'])
-        schedule = spaced_schedule(int(steps), self.diffusion_steps)
+        schedule = spaced_schedule(int(steps))
         sampler = PlmsSampler(schedule)
         generator = torch.Generator(device="cpu").manual_seed(int(seed))
         init = self._encode_init(image, generator) if image is not None else None
@@ -187,23 +187,24 @@ class Glid3Pipeline:
 
     def _encode_init(self, image: np.ndarray, generator: torch.Generator) -> torch.Tensor:
         pil = Image.fromarray(image).convert("RGB").resize((self.image_size, self.image_size), Image.LANCZOS)
-        x = torch.from_numpy(np.asarray(pil, dtype=np.float32) / 255.0).permute(2, 0, 1)[None].clamp(0, 1)
-        x = (x * 2 - 1).to(self.device, self._vae_dtype())
-        mean, logvar = self.kl_vae.encode(x)
-        noise = torch.randn(mean.shape, generator=generator).to(self.device)
-        # posterior sample; logvar bounds as LDM's DiagonalGaussianDistribution
-        z = mean.float() + torch.exp(0.5 * logvar.float().clamp(-30.0, 20.0)) * noise
-        return z * LATENT_SCALE
+        x01 = torch.from_numpy(np.asarray(pil, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
+        # the parity-tested helper: encode, one posterior sample drawn from `generator`, scaled into diffusion space
+        return image_to_latent(self.kl_vae, x01.to(self.device, self._vae_dtype()), generator).float()
 
     def _decode(self, latents: torch.Tensor) -> np.ndarray:
-        y = self.kl_vae.decode((latents / LATENT_SCALE).to(self._vae_dtype())).float()
-        y = ((y + 1) / 2).clamp(0, 1)
+        y = latent_to_image(self.kl_vae, latents.to(self._vae_dtype()))
         # mul(255) then truncation to uint8, as torchvision's to_pil_image
         return y.mul(255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
     def _vae_dtype(self) -> torch.dtype:
         param = next(self.kl_vae.parameters(), None)
         return param.dtype if param is not None else torch.float32
+
+
+def _prompt(prompt) -> str:
+    if not isinstance(prompt, str):
+        raise ValueError(f"prompt: must be a string, got {type(prompt).__name__}")
+    return prompt
 
 
 def _image_array(image) -> np.ndarray:

@@ -5,15 +5,55 @@
 
 The padding is not the network's own reflect padding: it repeats the edge pixel ("flip-concat") and always adds
 rows and columns, so a 256x256 image runs as 264x264. Skipping it changes the output by up to ~2 grey levels.
+
+The /upscale parameters and their rules are declared here once (`upscale_params`, `check_tiling`); the executor
+validates a request with them before any image runs, and `upscale` checks direct callers the same way.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 
+from dalle_flow.parameters import Param, Params
 from dalle_flow.models.swinir.network import SwinIR
 
 PAD_MULTIPLE = 8  # main_test_swinir.setup(): window_size = 8 for real_sr, a constant of the script, not the model
+DEFAULT_TILE_OVERLAP = 32  # the reference script's default
+
+
+def upscale_params(window: int, max_side: int | None = None) -> Params:
+    """The /upscale parameters for a model with this window. tile None runs the whole image at once (as DALL·E Flow
+    did); a tile size bounds memory by the tile instead of the image, with slightly different pixels at the seams.
+    tile_overlap's upper bound is the tile in use (a rule here, and per image in `check_tiling`)."""
+
+    def tile_fits_window(values: dict) -> None:
+        if values["tile"] is not None and values["tile"] % window:
+            raise ValueError(f"tile: must be a multiple of the window size {window} (or null for no tiling), "
+                             f"got {values['tile']}")
+
+    def overlap_below_tile(values: dict) -> None:
+        if values["tile"] is not None and values["tile_overlap"] >= values["tile"]:
+            raise ValueError(f"tile_overlap: must be smaller than tile = {values['tile']}, got "
+                             f"{values['tile_overlap']}")
+
+    return Params((Param("tile", "int", default=None, low=window, high=max_side, optional=True),
+                   Param("tile_overlap", "int", default=DEFAULT_TILE_OVERLAP, low=0)),
+                  (tile_fits_window, overlap_below_tile))
+
+
+def padded_side(side: int, multiple: int = PAD_MULTIPLE) -> int:
+    """The side an image runs at: always padded to the next multiple (see `symmetric_pad`)."""
+    return (side // multiple + 1) * multiple
+
+
+def check_tiling(tile: int | None, tile_overlap: int, height: int, width: int, what: str = "the image") -> None:
+    """A tile larger than the padded image shrinks to it; the overlap must still be smaller than that tile."""
+    if tile is None:
+        return
+    used = min(tile, padded_side(height), padded_side(width))
+    if tile_overlap >= used:
+        raise ValueError(f"tile_overlap: must be smaller than the tile actually used for {what} ({used}, the padded "
+                         f"image being smaller than tile = {tile}), got {tile_overlap}")
 
 
 def images_to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -34,8 +74,8 @@ def symmetric_pad(x: torch.Tensor, multiple: int = PAD_MULTIPLE) -> torch.Tensor
     columns). An image smaller than the padding gets only its mirror (2H rows); the network's own reflect padding
     then completes it, which is what the reference does too."""
     h, w = x.shape[-2:]
-    x = torch.cat([x, x.flip(-2)], dim=-2)[..., :(h // multiple + 1) * multiple, :]
-    return torch.cat([x, x.flip(-1)], dim=-1)[..., :(w // multiple + 1) * multiple]
+    x = torch.cat([x, x.flip(-2)], dim=-2)[..., :padded_side(h, multiple), :]
+    return torch.cat([x, x.flip(-1)], dim=-1)[..., :padded_side(w, multiple)]
 
 
 def tile_starts(size: int, tile: int, stride: int) -> list[int]:
@@ -47,16 +87,12 @@ def run_tiled(model: SwinIR, x: torch.Tensor, tile: int, tile_overlap: int) -> t
     """The reference's tiled test: overlapping square tiles run separately, outputs averaged where they overlap.
 
     Tiles see less context than the whole image and seams are averaged, so results differ from untiled inference;
-    it bounds peak memory by the tile size instead of the image size.
+    it bounds peak memory by the tile size instead of the image size. x is already padded; `upscale` has checked
+    tile and tile_overlap.
     """
     n, c, h, w = x.shape
-    window, scale = model.window_size, model.upscale
+    scale = model.upscale
     tile = min(tile, h, w)
-    if tile % window:
-        raise ValueError(f"tile: must be a multiple of the window size {window} (after min with the padded image "
-                         f"size {h}x{w}), got {tile}")
-    if not 0 <= tile_overlap < tile:
-        raise ValueError(f"tile_overlap: must be between 0 and tile - 1 = {tile - 1}, got {tile_overlap}")
     stride = tile - tile_overlap
     total = torch.zeros(n, c, h * scale, w * scale, dtype=x.dtype, device=x.device)
     count = torch.zeros(1, 1, h * scale, w * scale, dtype=x.dtype, device=x.device)
@@ -71,7 +107,8 @@ def run_tiled(model: SwinIR, x: torch.Tensor, tile: int, tile_overlap: int) -> t
 
 
 @torch.inference_mode()
-def upscale_tensor(model: SwinIR, x: torch.Tensor, tile: int | None = None, tile_overlap: int = 32) -> dict:
+def upscale_tensor(model: SwinIR, x: torch.Tensor, tile: int | None = None,
+                   tile_overlap: int = DEFAULT_TILE_OVERLAP) -> dict:
     """x: (N, C, H, W) float in [0, 1]. Returns every stage: 'padded_input', 'model_output_padded' (N, C, sHp, sWp)
     and 'output_float' (N, C, sH, sW), not clamped, in the model's dtype and device."""
     param = next(model.parameters())
@@ -89,7 +126,8 @@ def to_uint8(y: torch.Tensor) -> np.ndarray:
     return (y * np.float32(255.0)).round().astype(np.uint8).transpose(0, 2, 3, 1)
 
 
-def upscale(model: SwinIR, image: np.ndarray, tile: int | None = None, tile_overlap: int = 32) -> np.ndarray:
+def upscale(model: SwinIR, image: np.ndarray, tile: int | None = None,
+            tile_overlap: int = DEFAULT_TILE_OVERLAP) -> np.ndarray:
     """uint8 RGB (H, W, 3) -> uint8 RGB (sH, sW, 3); a batch (N, H, W, 3) of same-size images -> (N, sH, sW, 3).
 
     tile None (default) runs the whole image at once, exactly as DALL·E Flow ran the reference. A tile size (a
@@ -99,7 +137,7 @@ def upscale(model: SwinIR, image: np.ndarray, tile: int | None = None, tile_over
     x = images_to_tensor(image)
     if x.shape[1] != model.config.in_chans:
         raise ValueError(f"image: must have {model.config.in_chans} channels, got shape {image.shape}")
-    if tile is not None and (isinstance(tile, bool) or not isinstance(tile, int) or tile <= 0):
-        raise ValueError(f"tile: must be a positive integer or None, got {tile!r}")
-    out = to_uint8(upscale_tensor(model, x, tile, tile_overlap)["output_float"])
+    options = upscale_params(model.window_size).parse({"tile": tile, "tile_overlap": tile_overlap})
+    check_tiling(options["tile"], options["tile_overlap"], *x.shape[-2:])
+    out = to_uint8(upscale_tensor(model, x, options["tile"], options["tile_overlap"])["output_float"])
     return out[0] if image.ndim == 3 else out

@@ -13,26 +13,12 @@ from jina import Executor, requests
 
 from dalle_flow.runtime.device import pick_device, pick_dtype
 from dalle_flow.serving.images import document_image, image_to_data_uri
-from dalle_flow.serving.parameters import Param, parse
 from dalle_flow.serving.presets import is_tiny, preset_tags
 from dalle_flow.models.clipseg import DEFAULT_CHECKPOINT, load_clipseg, tiny_clipseg
-from dalle_flow.pipelines.clipseg import (ADAPTIVE_C_RANGE, BINARY_STRENGTH_RANGE, BLOCK_SIZE_RANGE, DEFAULT_C,
-                                          DEFAULT_BINARY_STRENGTH, DEFAULT_BLOCK_SIZE, DEFAULT_THRESHOLDING,
-                                          THRESHOLDING_TYPES, apply_threshold, rgba, segment)
+from dalle_flow.pipelines.clipseg import SEGMENT_PARAMS, apply_threshold, rgba, segment
 
 TINY_LABEL = "CLIPSeg tiny (random weights)"
 MASK_KIND = "alpha_mask"
-
-# The /segment parameters, with the ranges the model package enforces (one definition: segment.py's constants).
-SEGMENT_PARAMS = [
-    Param("thresholding_type", "choice", default=DEFAULT_THRESHOLDING, choices=THRESHOLDING_TYPES),
-    Param("binary_thresh_strength", "int", default=DEFAULT_BINARY_STRENGTH, low=BINARY_STRENGTH_RANGE[0],
-          high=BINARY_STRENGTH_RANGE[1]),
-    Param("adaptive_thresh_block_size", "int", default=DEFAULT_BLOCK_SIZE, low=BLOCK_SIZE_RANGE[0],
-          high=BLOCK_SIZE_RANGE[1]),
-    Param("adaptive_thresh_c", "float", default=DEFAULT_C, low=ADAPTIVE_C_RANGE[0], high=ADAPTIVE_C_RANGE[1]),
-    Param("invert", "bool", default=False),
-]
 # which parameters a thresholding type reads; the others are not reported in tags, since they had no effect
 USED_BY_TYPE = {"none": (), "binary": ("binary_thresh_strength",),
                 "adaptive_mean": ("adaptive_thresh_block_size", "adaptive_thresh_c"),
@@ -56,7 +42,7 @@ class ClipSegmenter(Executor):
 
     @requests(on="/segment")
     def segment_docs(self, docs: DocumentArray, parameters: dict = None, **kwargs):
-        options = parse(parameters, SEGMENT_PARAMS)
+        options = SEGMENT_PARAMS.parse(parameters)
         # every Document is checked before the model runs on any of them: a bad one fails the request cleanly
         inputs = [self._checked_input(doc, f"docs[{i}]") for i, doc in enumerate(docs)]
         results = []

@@ -6,25 +6,16 @@ from pathlib import Path
 from docarray import DocumentArray
 from jina import Executor, requests
 
+from dalle_flow.parameters import draw_seed
 from dalle_flow.serving.outputs import image_document, request_timer
-from dalle_flow.serving.parameters import Param, draw_seed, parse, require_prompts, seed_param
+from dalle_flow.serving.parameters import require_prompts
 from dalle_flow.serving.presets import is_tiny
 from dalle_flow.serving.weights import resolve, resolve_group
-from dalle_flow.pipelines.dalle_mega import DALLE_DEFAULTS, DalleMegaPipeline
-
-MAX_IMAGES = 32  # per prompt and request; batched on the device in groups of `batch_size`
-PARAMS = [
-    Param("num_images", "int", default=8, low=1, high=MAX_IMAGES),
-    seed_param(),
-    Param("cond_scale", "float", default=DALLE_DEFAULTS["cond_scale"], low=1.0, high=100.0),
-    Param("top_k", "int", default=DALLE_DEFAULTS["top_k"], low=1, high=16384),
-    Param("top_p", "float", default=DALLE_DEFAULTS["top_p"], low=0.01, high=1.0),
-    Param("temperature", "float", default=DALLE_DEFAULTS["temperature"], low=0.01, high=10.0),
-]
+from dalle_flow.pipelines.dalle_mega import BATCH_SIZE, DALLE_PARAMS, DalleMegaPipeline
 
 
 class DalleMega(Executor):
-    def __init__(self, device: str = "auto", dtype: str = "auto", batch_size: int = 16, preset: str | None = None,
+    def __init__(self, device: str = "auto", dtype: str = "auto", batch_size: int = BATCH_SIZE.default, preset: str | None = None,
                  weights_dir: str | None = None, **kwargs):
         super().__init__(**kwargs)
         self.preset = "tiny" if is_tiny(preset) else "real"
@@ -41,7 +32,7 @@ class DalleMega(Executor):
     @requests(on="/")
     def generate(self, docs: DocumentArray, parameters: dict, **kwargs):
         started = request_timer()
-        values = parse(parameters, PARAMS)
+        values = DALLE_PARAMS.parse(parameters)
         seed = values.pop("seed")
         seed = draw_seed() if seed is None else seed
         num_images = values.pop("num_images")

@@ -1,9 +1,9 @@
 """`diffusion`: GLID-3 XL. On `/` it adds text-to-image candidates for each prompt (then `rerank` ranks them with the
 other generators'); on `/diffuse`, and on `/` for a Document that carries an image, it refines that image.
 
-Parameters (validated, see `request_params`): `num_images` (1..36; default 2 candidates on `/`, 36 refinements like
-the seed README's step 2), `skip_rate` (0..1, default 0.5), `steps` (default 100), `guidance_scale` (default 5.0),
-`seed` (drawn per Document when absent, returned in tags).
+Parameters: the pipeline's declarations (`GENERATE_PARAMS` for text, `REFINE_PARAMS` for an image, with this
+server's configured default `steps`), parsed once per mode present in the request before anything runs; `seed` is
+drawn per Document when absent and returned in tags.
 
 CLIP conditioning is used only when finetune.pt has a `clip_proj` (the pipeline reads that off the file): the prompt's
 CLIP embedding is the Document's `.embedding` (set on `/` by `clip_encoder`) or, when absent, computed here; the blank
@@ -11,42 +11,22 @@ embedding is CLIP of the empty prompt, computed once at start-up. Without `clip_
 """
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 from docarray import DocumentArray
 from jina import Executor, requests
 
+from dalle_flow.parameters import draw_seed
 from dalle_flow.runtime.device import pick_device, pick_dtype
 from dalle_flow.serving.images import document_image, has_image
 from dalle_flow.serving.outputs import image_document, request_timer
-from dalle_flow.serving.parameters import Param, draw_seed, parse, seed_param
 from dalle_flow.serving.presets import is_tiny
 from dalle_flow.serving.weights import resolve, resolve_hf_model
 from dalle_flow.models.clip import DEFAULT_CLIP, ClipEmbedder
-from dalle_flow.pipelines.glid3 import GLID3_DEFAULTS, Glid3Pipeline
+from dalle_flow.pipelines.glid3 import BATCH_SIZE, GENERATE_PARAMS, REFINE_PARAMS, Glid3Pipeline
 
 GENERATOR = "GLID3-XL"
-NUM_IMAGES_MAX = 36  # the seed README's step 2 asks for 36 refinements in one call; batched by `batch_size`
-GENERATE_NUM_IMAGES = 2  # candidates per prompt on `/` when not asked: GLID-3 adds a few next to DALL·E Mega's
-REFINE_NUM_IMAGES = 36  # refinements on /diffuse when not asked: the seed README indexes diffused[34]
-STEPS_MAX = 1000  # the diffusion process has 1000 steps; respacing cannot exceed them
-GUIDANCE_MAX = 50.0
 WEIGHT_FILES = ("finetune.pt", "kl-f8.pt", "bert.pt", "vocab.txt")
-STEPS_PARAM = Param("steps", "int", low=GLID3_DEFAULTS.min_sampling_steps, high=STEPS_MAX)
-
-
-def request_params(parameters: dict | None, refine: bool, default_steps: int) -> dict:
-    """The request's GLID-3 parameters, validated; only the default `num_images` differs between the two modes."""
-    specs = [
-        Param("num_images", "int", default=REFINE_NUM_IMAGES if refine else GENERATE_NUM_IMAGES, low=1,
-              high=NUM_IMAGES_MAX),
-        Param("skip_rate", "float", default=GLID3_DEFAULTS.skip_rate, low=0, high=1),
-        replace(STEPS_PARAM, default=default_steps),
-        Param("guidance_scale", "float", default=GLID3_DEFAULTS.guidance_scale, low=0, high=GUIDANCE_MAX),
-        seed_param(),
-    ]
-    return parse(parameters, specs)
+TINY_STEPS = 10  # default steps under the tiny preset: random weights gain nothing from more; tests stay fast
 
 
 def document_prompt(doc, what: str) -> str:
@@ -93,14 +73,17 @@ def load_pipeline(device: str, dtype: str, preset: str | None, clip_model_name: 
 
 
 class GLID3Diffusion(Executor):
-    def __init__(self, device: str = "auto", dtype: str = "auto", batch_size: int = GLID3_DEFAULTS.batch_size,
-                 steps: int = GLID3_DEFAULTS.steps, tiny_steps: int = 10, clip_model_name: str = DEFAULT_CLIP,
-                 preset: str | None = None, **kwargs):
+    def __init__(self, device: str = "auto", dtype: str = "auto", batch_size: int = BATCH_SIZE.default,
+                 steps: int = GENERATE_PARAMS.default("steps"), tiny_steps: int = TINY_STEPS,
+                 clip_model_name: str = DEFAULT_CLIP, preset: str | None = None, **kwargs):
         super().__init__(**kwargs)
         self.preset = preset
         # configuration mistakes stop the start instead of failing every request
-        self.batch_size = Param("batch_size", "int", low=1, high=NUM_IMAGES_MAX).convert(batch_size)
-        self.default_steps = STEPS_PARAM.convert(tiny_steps if is_tiny(preset) else steps)
+        self.batch_size = BATCH_SIZE.convert(batch_size)
+        default_steps = tiny_steps if is_tiny(preset) else steps
+        self.params = {False: GENERATE_PARAMS.with_defaults(steps=default_steps),
+                       True: REFINE_PARAMS.with_defaults(steps=default_steps)}  # keyed by "refine"
+        self.default_steps = self.params[False].default("steps")
         self.pipeline, self.clip = load_pipeline(device, dtype, preset, clip_model_name)
         self.clip_dim = self.pipeline.unet.config.clip_embed_dim
         # the reference's blank (unconditional) CLIP row: CLIP of the empty prompt, from the same CLIP model
@@ -118,16 +101,17 @@ class GLID3Diffusion(Executor):
 
     def _run(self, docs: DocumentArray, parameters: dict, image_required: bool):
         request_time = request_timer()
-        settings = {refine: request_params(parameters, refine, self.default_steps) for refine in (False, True)}
+        refines = [image_required or has_image(doc) for doc in docs]
+        # each mode's declaration once, before any Document is read: a skip_rate leaving too few steps fails here
+        settings = {refine: self.params[refine].parse(parameters) for refine in set(refines) or {image_required}}
         jobs = []
-        for i, doc in enumerate(docs):  # everything is checked before the first image is sampled
+        for i, (doc, refine) in enumerate(zip(docs, refines)):
             what = f"docs[{i}]"
-            image = document_image(doc, what) if image_required or has_image(doc) else None
+            image = document_image(doc, what) if refine else None
             prompt = document_prompt(doc, what)
             clip_embed = prompt_clip_embedding(doc, prompt, self.clip, self.clip_dim, what)
             jobs.append((doc, prompt, image, clip_embed))
-        # refinements first: the pipeline refuses a skip_rate leaving too few steps before it samples anything
-        for doc, prompt, image, clip_embed in sorted(jobs, key=lambda job: job[2] is None):
+        for doc, prompt, image, clip_embed in jobs:
             p = settings[image is not None]
             seed = p["seed"] if p["seed"] is not None else draw_seed()
             common = dict(prompt=prompt, num_images=p["num_images"], seed=seed, steps=p["steps"],
@@ -137,7 +121,6 @@ class GLID3Diffusion(Executor):
             if image is None:
                 images = self.pipeline.generate(**common)
             else:
-                # (the reference returned NaN images for such a skip_rate; the ValueError reaches the client instead)
                 images = self.pipeline.refine(image, skip_rate=p["skip_rate"], **common)
                 tags["skip_rate"] = p["skip_rate"]
             for k, img in enumerate(images):

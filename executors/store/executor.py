@@ -9,11 +9,11 @@ from docarray import Document, DocumentArray
 from jina import Executor, requests
 
 from dalle_flow.serving.images import data_uri_bytes, decode_image_bytes, encode_png, has_image, tensor_to_image
-from dalle_flow.serving.parameters import Param, parse
+from dalle_flow.parameters import Param, Params
 from dalle_flow.store import ImageStore, StoredImage
 
-HISTORY_PARAMS = [Param("offset", "int", default=0, low=0, high=10**9),
-                  Param("limit", "int", default=20, low=1, high=100)]
+HISTORY_PARAMS = Params((Param("offset", "int", default=0, low=0, high=10**9),
+                         Param("limit", "int", default=20, low=1, high=100)))
 
 
 def _png_bytes(doc, field: str) -> bytes:
@@ -53,7 +53,7 @@ class ImageStoreExecutor(Executor):
 
     @requests(on="/history")
     def history(self, parameters: dict, **kwargs):
-        page = parse(parameters, HISTORY_PARAMS)
+        page = HISTORY_PARAMS.parse(parameters)
         out = DocumentArray()
         for item in self.store.history(page["offset"], page["limit"]):
             uri = f"data:{item.mime_type};base64," + base64.b64encode(item.image).decode("ascii")

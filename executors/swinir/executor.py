@@ -10,11 +10,10 @@ from docarray import DocumentArray
 from jina import Executor, requests
 
 from dalle_flow.serving.images import MAX_IMAGE_SIDE, document_image, has_image, image_to_data_uri
-from dalle_flow.serving.parameters import Param, parse
 from dalle_flow.serving.presets import is_tiny, preset_tags
 from dalle_flow.serving.weights import resolve
 from dalle_flow.models.swinir import load_swinir, tiny_swinir
-from dalle_flow.pipelines.swinir import upscale
+from dalle_flow.pipelines.swinir import check_tiling, upscale, upscale_params
 
 SWINIR_FILE = "003_realSR_BSRGAN_DFOWMFC_s64w8_SwinIR-L_x4_GAN.pth"
 REAL_LABEL = "SwinIR-L real-SR x4 GAN"
@@ -22,20 +21,6 @@ TINY_LABEL = "SwinIR tiny x4 (random weights)"
 # x4 of 1024 is 4096, the largest side any image may have in this Flow (serving.images.MAX_IMAGE_SIDE); untiled
 # SwinIR-L memory grows with the pixel count, so larger inputs are refused rather than risked.
 DEFAULT_MAX_INPUT_SIDE = 1024
-DEFAULT_TILE_OVERLAP = 32  # the reference script's default
-
-
-def upscale_params(window: int, max_side: int) -> list[Param]:
-    """The /upscale parameters. tile None runs the whole image at once (as DALL·E Flow did); a tile size bounds
-    memory by the tile instead of the image, with slightly different pixels at the seams. tile_overlap's upper
-    bound is the tile in use (checked against it), so it has none of its own here."""
-    return [Param("tile", "int", default=None, low=window, high=max_side, optional=True),
-            Param("tile_overlap", "int", default=DEFAULT_TILE_OVERLAP, low=0)]
-
-
-def padded_side(side: int, window: int) -> int:
-    """The side the pipeline runs at: it always pads to the next multiple of the window (pipeline.symmetric_pad)."""
-    return (side // window + 1) * window
 
 
 class SwinIRUpscaler(Executor):
@@ -58,23 +43,13 @@ class SwinIRUpscaler(Executor):
 
     @requests(on="/upscale")
     def upscale_docs(self, docs: DocumentArray, parameters: dict = None, **kwargs):
-        options = self._options(parameters)
+        options = self.params.parse(parameters)
         jobs = self._collect(docs, options)
         # every input is checked before the first image runs, and Documents change only once all have run: a bad
         # image in a request neither wastes the others' compute nor leaves the request half upscaled
         outputs = [upscale(self.model, image, **options) for _, image in jobs]
         for (target, _), image in zip(jobs, outputs):
             self._write(target, image, options)
-
-    def _options(self, parameters) -> dict:
-        options = parse(parameters, self.params)
-        tile, overlap = options["tile"], options["tile_overlap"]
-        if tile is not None and tile % self.window:
-            raise ValueError(f"tile: must be a multiple of the window size {self.window} (or null for no tiling), "
-                             f"got {tile}")
-        if tile is not None and overlap >= tile:
-            raise ValueError(f"tile_overlap: must be smaller than tile = {tile}, got {overlap}")
-        return options
 
     def _collect(self, docs: DocumentArray, options: dict) -> list:
         jobs = []
@@ -99,12 +74,7 @@ class SwinIRUpscaler(Executor):
         if max(h, w) > self.max_input_side:
             raise ValueError(f"{field}: image must be at most {self.max_input_side} pixels on each side to upscale "
                              f"x{self.scale} (to {self.max_input_side * self.scale}), got {w}×{h}")
-        tile, overlap = options["tile"], options["tile_overlap"]
-        # the pipeline shrinks a tile larger than the padded image to the image; the overlap must still fit
-        if tile is not None and overlap >= min(tile, padded_side(h, self.window), padded_side(w, self.window)):
-            raise ValueError(f"tile_overlap: must be smaller than the tile actually used for {field} "
-                             f"({min(tile, padded_side(h, self.window), padded_side(w, self.window))}, the padded "
-                             f"image being smaller than tile = {tile}), got {overlap}")
+        check_tiling(options["tile"], options["tile_overlap"], h, w, what=field)
         return image
 
     def _write(self, doc, image, options: dict):

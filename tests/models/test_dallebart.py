@@ -18,7 +18,8 @@ from dalle_flow.models.dallebart.loader import (CheckpointMismatchError, flax_sh
 from dalle_flow.models.dallebart.model import tiny_config, tiny_dallebart
 from dalle_flow.parity.dallebart import run_fixture
 from dalle_flow.models.dallebart.sampling import (SamplingSettings, generate_tokens, gumbel_noise,
-                                                  supercondition_sample, top_k_filter, top_p_filter, warp)
+                                                  supercondition_sample, warp)
+from dalle_flow.pipelines.dalle_mega import DALLE_PARAMS
 from tests.conftest import FIXTURES_ROOT
 
 FIXTURE = FIXTURES_ROOT / "dallebart"
@@ -26,6 +27,31 @@ needs_fixture = pytest.mark.skipif(not (FIXTURE / "fixture.json").is_file(), rea
 
 SMALL = dict(image_codebook_size=40, encoder_vocab_size=300, max_text_length=12, d_model=32, layers=2, heads=4,
              image_length=24)
+
+
+# the served defaults, as the DALL·E Mega pipeline passes them
+SAMPLING = {name: DALLE_PARAMS.default(name) for name in ("cond_scale", "top_k", "top_p", "temperature")}
+
+
+def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """Oracle: keep the k largest logits per row, -inf elsewhere (k = 0: unchanged)."""
+    if k <= 0 or k >= logits.shape[-1]:
+        return logits
+    values, indices = logits.topk(k, dim=-1)
+    return torch.full_like(logits, -math.inf).scatter_(-1, indices, values)
+
+
+def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
+    """Oracle, HF's nucleus filter: sorted descending, keep a token while the probability mass BEFORE it is < p (the
+    first token is always kept)."""
+    if p >= 1.0:
+        return logits
+    ordered, indices = logits.sort(dim=-1, descending=True)
+    cumulative = torch.softmax(ordered, dim=-1).cumsum(dim=-1)
+    keep = torch.ones_like(ordered, dtype=torch.bool)
+    keep[..., 1:] = cumulative[..., :-1] < p
+    ordered = ordered.masked_fill(~keep, -math.inf)
+    return torch.empty_like(logits).scatter_(-1, indices, ordered)
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +211,7 @@ def test_warp_equals_reference_filters():
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(6, 300, generator=g) * 3
     for top_k, top_p, temperature in ((50, 0.9, 1.0), (0, 0.5, 0.7), (7, 1.0, 1.3), (300, 0.95, 1.0)):
-        settings = SamplingSettings(1.0, top_k, top_p, temperature).validated()
+        settings = SamplingSettings(1.0, top_k, top_p, temperature).resolved()
         after_k, warped = warp(logits, settings, want_top_k=True)
         ref_k = top_k_filter(logits / temperature, top_k)
         assert torch.equal(after_k, ref_k)
@@ -236,20 +262,22 @@ def test_cached_sampling_matches_teacher_forcing(small):
 
 def test_generate_tokens_shapes_determinism_and_seed_derivation(small):
     text, empty = prompt(small), empty_prompt(small)
-    a = generate_tokens(small, text, empty, num_images=5, seed=11, batch_size=2)
+    a = generate_tokens(small, text, empty, num_images=5, seed=11, batch_size=2, **SAMPLING)
     assert a.shape == (5, small.config.image_length) and a.dtype == torch.long
     assert 0 <= int(a.min()) and int(a.max()) < small.config.image_codebook_size
-    assert torch.equal(a, generate_tokens(small, text, empty, num_images=5, seed=11, batch_size=2))
-    assert not torch.equal(a, generate_tokens(small, text, empty, num_images=5, seed=12, batch_size=2))
+    assert torch.equal(a, generate_tokens(small, text, empty, num_images=5, seed=11, batch_size=2, **SAMPLING))
+    assert not torch.equal(a, generate_tokens(small, text, empty, num_images=5, seed=12, batch_size=2, **SAMPLING))
     # image k depends on (seed, batch_size, k), not on how many images were asked for
-    assert torch.equal(a[:3], generate_tokens(small, text, empty, num_images=3, seed=11, batch_size=2))
+    assert torch.equal(a[:3], generate_tokens(small, text, empty, num_images=3, seed=11, batch_size=2, **SAMPLING))
     # a shorter unconditional input (padded internally) and explicit masks give the same result
     same = generate_tokens(small, text, empty[:, :4], num_images=5, seed=11, batch_size=2,
-                           text_mask=(text != 1).long())
+                           text_mask=(text != 1).long(), **SAMPLING)
     assert torch.equal(a, same)
-    restricted = generate_tokens(small, text, empty, num_images=2, seed=0, codebook_size=5, top_k=0, top_p=None)
+    restricted = generate_tokens(small, text, empty, num_images=2, seed=0, codebook_size=5,
+                                 **{**SAMPLING, "top_k": 0, "top_p": None}, batch_size=16)
     assert int(restricted.max()) < 5
-    unguided = generate_tokens(small, text, None, num_images=2, seed=0, cond_scale=1.0)
+    unguided = generate_tokens(small, text, None, num_images=2, seed=0, **{**SAMPLING, "cond_scale": 1.0},
+                               batch_size=16)
     assert unguided.shape == (2, small.config.image_length)
 
 
@@ -267,20 +295,19 @@ def test_non_code_ids_are_masked(small):
                                 SamplingSettings(1.0, 0, 1.0, 1.0),
                                 noise=lambda s, rows, vocab: gumbel_noise((rows, vocab), g, "cpu"), steps=6)
     assert (raw[:, 1:] >= codebook).any()  # dalle-mini's behaviour: specials are sampled (then EOS -> pad)
-    codes = generate_tokens(biased, text, empty, num_images=3, seed=0, cond_scale=1.0, top_k=0, top_p=None)
+    codes = generate_tokens(biased, text, empty, num_images=3, seed=0, cond_scale=1.0, top_k=0, top_p=None,
+                            temperature=1.0, batch_size=16)
     assert int(codes.max()) < codebook
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(num_images=0), "num_images"), (dict(batch_size=0), "batch_size"), (dict(seed=-1), "seed"),
-    (dict(top_p=0.0), "top_p"), (dict(temperature=0.0), "temperature"), (dict(top_k=-1), "top_k"),
-    (dict(cond_scale=math.inf), "cond_scale"), (dict(codebook_size=10 ** 6), "codebook_size"),
-    (dict(uncond_ids=None), "uncond_ids"), (dict(text_ids=torch.ones(2, 5, dtype=torch.long)), "text_ids"),
+    (dict(codebook_size=10 ** 6), "codebook_size"), (dict(uncond_ids=None), "uncond_ids"), (dict(text_ids=torch.ones(2, 5, dtype=torch.long)), "text_ids"),
     (dict(text_ids=torch.full((1, 5), 10 ** 6)), "text_ids"), (dict(text_ids=torch.ones(1, 99, dtype=torch.long)),
                                                                "length"),
 ])
 def test_generate_tokens_rejects_bad_arguments(small, kwargs, message):
-    args = dict(model=small, text_ids=prompt(small), uncond_ids=empty_prompt(small), num_images=1, seed=0)
+    args = dict(model=small, text_ids=prompt(small), uncond_ids=empty_prompt(small), num_images=1, seed=0,
+                batch_size=16, **SAMPLING)
     args.update(kwargs)
     with pytest.raises(ValueError, match=message):
         generate_tokens(**args)
@@ -296,3 +323,17 @@ def test_tiny_dallebart_is_deterministic_with_real_conventions():
     for (name, p), (_, q) in zip(a.named_parameters(), b.named_parameters()):
         assert torch.equal(p, q), name
     assert not torch.equal(a.lm_head.kernel, tiny_dallebart(seed=1).lm_head.kernel)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(num_images=0), "num_images: must be an integer between 1 and 32, got 0"),
+    (dict(seed=-1), "seed: must be an integer between 0 and"), (dict(top_p=0.0), "top_p: must be a number between"),
+    (dict(temperature=0.0), "temperature"), (dict(top_k=0), "top_k: must be an integer between 1 and 16384"),
+    (dict(cond_scale=math.inf), "cond_scale"),
+])
+def test_the_pipeline_checks_its_arguments_with_the_request_declaration(kwargs, message):
+    from dalle_flow.pipelines.dalle_mega import DalleMegaPipeline
+
+    args = {"prompt": "a cat", "num_images": 1, "seed": 0, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        DalleMegaPipeline.tiny().generate(**args)

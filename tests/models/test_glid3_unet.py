@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from dalle_flow.models.glid3.guidance import guided_model_fn
-from dalle_flow.pipelines.glid3 import GLID3_DEFAULTS, Glid3Pipeline
+from dalle_flow.pipelines.glid3 import Glid3Pipeline
 from dalle_flow.models.glid3.plms import MIN_SAMPLING_STEPS, PlmsSampler, initial_latents
 from dalle_flow.models.glid3.schedule import SpacedSchedule, space_timesteps
 from dalle_flow.models.glid3.unet import (FINETUNE_CONFIG, UNet, UNetConfig, load_unet, tiny_unet,
@@ -350,5 +350,5 @@ def test_many_images_are_batched():
 
 def test_tiny_pipeline_with_real_collaborators():
     pipe = Glid3Pipeline.tiny()
-    out = pipe.generate("a cat", num_images=1, seed=0, steps=GLID3_DEFAULTS.min_sampling_steps)
+    out = pipe.generate("a cat", num_images=1, seed=0, steps=MIN_SAMPLING_STEPS)
     assert out.shape == (1, 256, 256, 3) and out.dtype == np.uint8 and out.std() > 0

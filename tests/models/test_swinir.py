@@ -250,7 +250,7 @@ def test_upscale_rejects_bad_images(tiny, bad, message):
 
 
 @pytest.mark.parametrize("tile, overlap, message", [(12, 4, "multiple of the window"), (16, 16, "tile_overlap"),
-                                                    (0, 4, "positive"), (16, -1, "tile_overlap")])
+                                                    (0, 4, "tile: must be an integer >= 8"), (16, -1, "tile_overlap")])
 def test_upscale_rejects_bad_tiles(tiny, tile, overlap, message):
     with pytest.raises(ValueError, match=message):
         upscale(tiny, random_image(24, 24), tile=tile, tile_overlap=overlap)

@@ -34,60 +34,28 @@ from dalle_flow.runtime.device import seeded_generator
 from dalle_flow.models.dallebart.decoder import DecoderCache
 from dalle_flow.models.dallebart.model import DalleBart
 
-DEFAULT_COND_SCALE = 10.0
-DEFAULT_TOP_K = 50  # dalle-mini's generate(top_k=None) falls back to PretrainedConfig.top_k = 50
-DEFAULT_TOP_P = 0.9  # DALL·E Flow's setting
-DEFAULT_TEMPERATURE = 1.0
+REFERENCE_TOP_K = 50  # dalle-mini's generate(top_k=None) falls back to PretrainedConfig.top_k = 50
 
 NoiseFn = Callable[[int, int, int], torch.Tensor]  # (step, rows, vocab) -> (rows, vocab) float32 Gumbel noise
 
 
 @dataclass(frozen=True)
 class SamplingSettings:
-    cond_scale: float = DEFAULT_COND_SCALE
-    top_k: int | None = DEFAULT_TOP_K  # None -> 50 (the reference's fallback); 0 -> no top-k
-    top_p: float | None = DEFAULT_TOP_P  # None or 1.0 -> no nucleus filtering
-    temperature: float | None = DEFAULT_TEMPERATURE  # None -> 1.0
+    """The warpers' settings with dalle-mini's meaning of None. Request values are validated (and defaulted) by the
+    DALL·E Mega pipeline's parameter declaration before they get here."""
+    cond_scale: float
+    top_k: int | None  # None -> 50 (the reference's fallback); 0 -> no top-k
+    top_p: float | None  # None or 1.0 -> no nucleus filtering
+    temperature: float | None  # None -> 1.0
 
-    def validated(self) -> "SamplingSettings":
-        top_k = DEFAULT_TOP_K if self.top_k is None else self.top_k
-        top_p = 1.0 if self.top_p is None else float(self.top_p)
-        temperature = 1.0 if self.temperature is None else float(self.temperature)
-        cond_scale = float(self.cond_scale)
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
-            raise ValueError(f"top_k: must be a non-negative integer (0 = off), got {top_k!r}")
-        if not 0.0 < top_p <= 1.0:
-            raise ValueError(f"top_p: must be a number in (0, 1], got {top_p!r}")
-        if not (math.isfinite(temperature) and temperature > 0):
-            raise ValueError(f"temperature: must be a positive number, got {temperature!r}")
-        if not math.isfinite(cond_scale):
-            raise ValueError(f"cond_scale: must be a finite number, got {cond_scale!r}")
-        return SamplingSettings(cond_scale, top_k, top_p, temperature)
+    def resolved(self) -> "SamplingSettings":
+        return SamplingSettings(float(self.cond_scale), REFERENCE_TOP_K if self.top_k is None else int(self.top_k),
+                                1.0 if self.top_p is None else float(self.top_p),
+                                1.0 if self.temperature is None else float(self.temperature))
 
 
 def guide(logits_cond: torch.Tensor, logits_uncond: torch.Tensor, scale: float) -> torch.Tensor:
     return logits_uncond + scale * (logits_cond - logits_uncond)
-
-
-def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
-    """Keep the k largest logits per row, -inf elsewhere (k = 0: unchanged)."""
-    if k <= 0 or k >= logits.shape[-1]:
-        return logits
-    values, indices = logits.topk(k, dim=-1)
-    return torch.full_like(logits, -math.inf).scatter_(-1, indices, values)
-
-
-def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
-    """HF nucleus filter: sorted descending, keep a token while the probability mass BEFORE it is < p (the first
-    token is always kept)."""
-    if p >= 1.0:
-        return logits
-    ordered, indices = logits.sort(dim=-1, descending=True)
-    cumulative = F.softmax(ordered, dim=-1).cumsum(dim=-1)
-    keep = torch.ones_like(ordered, dtype=torch.bool)
-    keep[..., 1:] = cumulative[..., :-1] < p
-    ordered = ordered.masked_fill(~keep, -math.inf)
-    return torch.empty_like(logits).scatter_(-1, indices, ordered)
 
 
 def gumbel_noise(shape, generator: torch.Generator, device) -> torch.Tensor:
@@ -100,8 +68,8 @@ def warp(logits: torch.Tensor, settings: SamplingSettings,
          want_top_k: bool = False) -> tuple[torch.Tensor | None, torch.Tensor]:
     """temperature -> top-k -> top-p -> (logits after top-k if asked for, else None; logits after top-p).
 
-    Same result as top_k_filter then top_p_filter, but the nucleus is computed on the k values `topk` already returns
-    sorted (the removed ids have zero probability either way), avoiding a sort over the whole vocabulary."""
+    The nucleus is computed on the k values `topk` already returns sorted (the removed ids have zero probability
+    either way), avoiding a sort over the whole vocabulary; the tests compare it with the plain filters in turn."""
     if settings.temperature != 1.0:
         logits = logits / settings.temperature
     k = settings.top_k
@@ -134,7 +102,7 @@ def sample_rows(model: DalleBart, cache: DecoderCache, rows: int, guided: bool, 
                  noise: NoiseFn, codebook_size: int | None, steps: int, record: dict | None) -> torch.Tensor:
     """Sample `rows` image rows (P prompts x n images, prompt-major). The cache holds 2*rows decoding rows when
     guided (conditional block first), else rows. Returns (rows, steps + 1) with the start id in column 0."""
-    settings = settings.validated()
+    settings = settings.resolved()
     cfg = model.config
     device = model.device
     sequences = torch.full((rows, steps + 1), cfg.pad_token_id, dtype=torch.long, device=device)
@@ -173,7 +141,7 @@ def supercondition_sample(model: DalleBart, text_ids: torch.Tensor, text_mask: t
     (P * images_per_prompt, steps + 1), prompt-major, column 0 = decoder start id. `noise(step, rows, vocab)` supplies
     the Gumbel noise (stored noise for parity, a seeded generator for serving). codebook_size=None reproduces
     dalle-mini exactly (no masking of non-code ids); `record` collects per-step logits when given."""
-    settings = settings.validated()
+    settings = settings.resolved()
     steps = model.config.image_length if steps is None else steps
     guided = settings.cond_scale != 1.0  # as dalle-mini: scale 1 skips the unconditional pass entirely
     if guided and uncond_ids is None:
@@ -197,9 +165,8 @@ def _check_ids(name: str, ids: torch.Tensor, model: DalleBart):
 
 @torch.no_grad()
 def generate_tokens(model: DalleBart, text_ids: torch.Tensor, uncond_ids: torch.Tensor, num_images: int, seed: int,
-                    cond_scale: float = DEFAULT_COND_SCALE, top_k: int | None = DEFAULT_TOP_K,
-                    top_p: float | None = DEFAULT_TOP_P, temperature: float | None = DEFAULT_TEMPERATURE,
-                    batch_size: int = 16, codebook_size: int | None = None, text_mask: torch.Tensor | None = None,
+                    *, cond_scale: float, top_k: int | None, top_p: float | None, temperature: float | None,
+                    batch_size: int, codebook_size: int | None = None, text_mask: torch.Tensor | None = None,
                     uncond_mask: torch.Tensor | None = None) -> torch.LongTensor:
     """Sample `num_images` images for one prompt -> (num_images, image_length) VQGAN codes on the model's device.
 
@@ -207,10 +174,7 @@ def generate_tokens(model: DalleBart, text_ids: torch.Tensor, uncond_ids: torch.
     ids != text pad id (1). codebook_size (default: the model's, 16384 for mega) bounds the returned codes; pass a
     smaller VQGAN's size to restrict sampling to its codebook. See the module docstring for the seed derivation.
     """
-    settings = SamplingSettings(cond_scale, top_k, top_p, temperature).validated()
-    for name, value, low in (("num_images", num_images, 1), ("batch_size", batch_size, 1), ("seed", seed, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{name}: must be an integer >= {low}, got {value!r}")
+    settings = SamplingSettings(cond_scale, top_k, top_p, temperature).resolved()
     limit = model.config.image_codebook_size
     codebook_size = limit if codebook_size is None else codebook_size
     if isinstance(codebook_size, bool) or not isinstance(codebook_size, int) or not 1 <= codebook_size <= limit:
