@@ -99,17 +99,21 @@ def test_graph_removal_is_generic():
 # ---------------------------------------------------------------- settings and the environment
 
 def test_environment_sets_toggles_devices_gpus_replicas():
-    env = {"DISABLE_DALLE_MEGA": "1", "DISABLE_SWINIR": "no", "ENABLE_CLIPSEG": "TRUE",
-           "DALLE_FLOW_DEVICE_DIFFUSION": "cuda:1", "DALLE_FLOW_CUDA_DEVICES_CLIPSEG": "RR",
-           "DALLE_FLOW_REPLICAS_DIFFUSION": "2", "DALLE_FLOW_REPLICAS_DALLE": "3"}
+    # every toggle set away from its default, so a variable that is not read fails the test
+    env = {"DISABLE_DALLE_MEGA": "1", "DISABLE_SWINIR": "no", "ENABLE_CLIPSEG": "OFF",
+           "DALLE_FLOW_DEVICE_DIFFUSION": "cuda:1", "DALLE_FLOW_CUDA_DEVICES_RERANK": "RR",
+           "DALLE_FLOW_CUDA_DEVICES_CLIPSEG": "1", "DALLE_FLOW_REPLICAS_DIFFUSION": "2", "DALLE_FLOW_REPLICAS_DALLE": "3"}
+    defaults = ServeOptions()
+    assert (defaults.disable_dalle_mega, defaults.disable_swinir, defaults.enable_clipseg) == (False, False, True)
     options = ServeOptions(**toggles_from_env(env))
-    assert (options.disable_dalle_mega, options.disable_swinir, options.enable_clipseg) == (True, False, True)
+    assert (options.disable_dalle_mega, options.disable_swinir, options.enable_clipseg) == (True, False, False)
     spec = {e["name"]: e for e in flow_dict(options)["executors"]}
-    assert "dalle" not in spec  # its replica setting is ignored with it
+    assert "dalle" not in spec and "clipseg" not in spec  # their other settings are ignored with them
     assert spec["diffusion"]["uses_with"] == {"device": "cuda:1"} and spec["diffusion"]["replicas"] == 2
-    assert spec["clipseg"]["env"] == {"CUDA_VISIBLE_DEVICES": "RR"}
+    assert spec["rerank"]["env"] == {"CUDA_VISIBLE_DEVICES": "RR"}
     assert "replicas" not in spec["upscaler"] and "uses_with" not in spec["upscaler"]
     assert toggles_from_env({"ENABLE_CLIPSEG": "0"})["enable_clipseg"] is False
+    assert toggles_from_env({"ENABLE_CLIPSEG": "0", "DISABLE_SWINIR": "yes"})["disable_swinir"] is True
     assert toggles_from_env({}) == {**{f: f == "enable_clipseg" for f in FLAGS}, "devices": {}, "cuda_devices": {}, "replicas": {},
                                     "clip_server": None}
 

@@ -202,8 +202,3 @@ def read_all(path) -> dict[str, np.ndarray]:
     """Every leaf as a copied array keyed by '/'-joined path (small files and tests)."""
     return {"/".join(key): np.array(value) for key, value in iter_leaves(path)}
 
-
-def is_flax_msgpack(path) -> bool:
-    path = Path(path)
-    return path.is_file() and path.suffix == ".msgpack"
-

@@ -1,4 +1,4 @@
-"""Documents the executors return: generated images as PNG data URIs with the shared tags (see DESIGN.md)."""
+"""Documents the executors return: generated images as PNG data URIs with the shared tags (docs/documents.md)."""
 from __future__ import annotations
 
 import time

@@ -69,7 +69,7 @@ class ClipSegmenter(Executor):
                     **{name: options[name] for name in USED_BY_TYPE[kind]}}
         doc.uri = image_to_data_uri(image)
         doc.mime_type = "image/png"
-        doc.blob, doc.tensor = None, None  # the image lives in .uri alone (DESIGN: no duplicate blob)
+        doc.blob, doc.tensor = None, None  # the image lives in .uri alone (docs/documents.md: no duplicate blob)
         doc.tags.update({"segmented": True, "segmenter": self.label, **settings, **preset_tags(self.preset)})
         # a Document segmented again gets its new mask instead of a second one
         doc.chunks = DocumentArray([c for c in doc.chunks if c.tags.get("kind") != MASK_KIND])

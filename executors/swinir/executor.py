@@ -80,7 +80,7 @@ class SwinIRUpscaler(Executor):
     def _write(self, doc, image, options: dict):
         doc.uri = image_to_data_uri(image)
         doc.mime_type = "image/png"
-        doc.blob, doc.tensor = None, None  # the image lives in .uri alone (DESIGN: no duplicate blob)
+        doc.blob, doc.tensor = None, None  # the image lives in .uri alone (docs/documents.md: no duplicate blob)
         tags = {"upscaled": True, "upscaler": self.label, "width": int(image.shape[1]), "height": int(image.shape[0])}
         if options["tile"] is not None:  # tiled pixels differ slightly from whole-image ones: say how it ran
             tags.update(tile=options["tile"], tile_overlap=options["tile_overlap"])

@@ -106,11 +106,6 @@ class DalleProcessor:
         ids, mask = self.tokenize([""])
         return ids.repeat(n, 1), mask.repeat(n, 1)
 
-    def decode_tokens(self, input_ids: torch.Tensor) -> list[list[str]]:
-        """Token strings of each row (padding included), for debugging."""
-        return [[self.tokenizer.id_to_token(int(i)) for i in row] for row in input_ids]
-
-
 def load_tokenizer(folder: str | Path) -> tuple[Tokenizer, str]:
     """The folder's BPE tokenizer (tokenizer.json if present, else vocab.json + merges.txt) and its pad token."""
     folder = Path(folder)
