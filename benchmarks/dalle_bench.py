@@ -32,8 +32,8 @@ import torch  # noqa: E402
 
 from dalle_flow.runtime.flax_msgpack_writer import write_flax_msgpack  # noqa: E402
 from dalle_flow.models.dallebart.config import DalleBartConfig  # noqa: E402
-from dalle_flow.models.dallebart.loader import build_empty, flax_shapes  # noqa: E402
-from dalle_flow.models.dallebart.model import DalleBart, randomize_  # noqa: E402
+from dalle_flow.models.dallebart.loader import build_empty, flax_shapes, randomize_  # noqa: E402
+from dalle_flow.models.dallebart.model import DalleBart  # noqa: E402
 from dalle_flow.models.dallebart.sampling import SamplingSettings, gumbel_noise, sample_rows  # noqa: E402
 
 MEGA = dict(d_model=2048, encoder_layers=24, decoder_layers=24, encoder_attention_heads=32, decoder_attention_heads=32,

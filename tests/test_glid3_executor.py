@@ -10,7 +10,7 @@ import torch
 from docarray import Document, DocumentArray
 
 from dalle_flow.serving.weights import MissingWeightsError
-from dalle_flow.models.clip import ClipEmbedder
+from dalle_flow.models.clip import tiny_clip
 from dalle_flow.pipelines.glid3 import GENERATE_PARAMS, REFINE_PARAMS, Glid3Pipeline
 from tests.conftest import REPO_ROOT, png_data_uri, test_image
 
@@ -141,7 +141,8 @@ def test_drawn_seeds_differ_per_document_and_reproduce(tiny_executor):
 def _fake_real_weights(monkeypatch, ex, clip_embed_dim, clip=None):
     """The real start-up path with tiny models: weight resolution and CLIP loading are observed, not performed."""
     resolved = []
-    monkeypatch.setattr(ex, "resolve", lambda group, name: resolved.append((group, name)) or f"/w/{group}/{name}")
+    monkeypatch.setattr(ex, "resolve", lambda group, name, weights_dir: resolved.append((group, name))
+                        or f"/w/{group}/{name}")
 
     def from_weights(unet, kl, bert, vocab, device, dtype):
         assert (unet, kl, bert, vocab) == ("/w/glid3/finetune.pt", "/w/glid3/kl-f8.pt", "/w/glid3/bert.pt",
@@ -151,14 +152,14 @@ def _fake_real_weights(monkeypatch, ex, clip_embed_dim, clip=None):
     monkeypatch.setattr(ex.Glid3Pipeline, "from_weights", staticmethod(from_weights))
     loaded = []
 
-    def from_pretrained(path, device, dtype):
+    def load_clip(path, device, dtype):
         loaded.append(path)
         if clip is None:
             raise AssertionError("CLIP must not be loaded for a checkpoint without clip_proj")
         return clip
 
-    monkeypatch.setattr(ex.ClipEmbedder, "from_pretrained", staticmethod(from_pretrained))
-    monkeypatch.setattr(ex, "resolve_hf_model", lambda group, name: f"/hf/{group}/{name}")
+    monkeypatch.setattr(ex, "load_clip", load_clip)
+    monkeypatch.setattr(ex, "resolve_hf_model", lambda group, name, weights_dir: f"/hf/{group}/{name}")
     return resolved, loaded
 
 
@@ -174,7 +175,7 @@ def test_real_checkpoint_without_clip_proj_loads_no_clip(ex, monkeypatch):
 
 
 def test_real_checkpoint_with_clip_proj_loads_the_named_clip(ex, monkeypatch):
-    clip = ClipEmbedder.tiny()
+    clip = tiny_clip()
     _, loaded = _fake_real_weights(monkeypatch, ex, clip_embed_dim=32, clip=clip)
     executor = ex.GLID3Diffusion(preset="real", device="cpu", clip_model_name="some/clip")
     assert loaded == ["/hf/clip/some/clip"] and executor.clip is clip

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from dalle_flow.models.swinir.loader import build_swinir, derive_config, load_swinir, read_state_dict
-from dalle_flow.models.swinir.network import SwinIRConfig
+from dalle_flow.models.swinir.config import SwinIRConfig
 from dalle_flow.pipelines.swinir import PAD_MULTIPLE, images_to_tensor, to_uint8, upscale, upscale_tensor
 from dalle_flow.parity.compare import (CaseResult, compare_arrays, compare_exact, compare_state_shapes, load_npz,
                                        read_manifest)

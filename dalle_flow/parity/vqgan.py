@@ -11,7 +11,7 @@ import torch
 
 from dalle_flow.models.vqgan.config import VQGANConfig
 from dalle_flow.models.vqgan.loader import (CHECKPOINT_NAME, CONFIG_NAME, build_empty, flax_layout, load_state,
-                                            load_vqgan_files)
+                                            load_vqgan)
 from dalle_flow.models.vqgan.model import VQGAN, postprocess
 from dalle_flow.parity.compare import (CaseResult, compare_arrays, compare_exact, compare_state_shapes, load_npz,
                                        read_manifest)
@@ -93,7 +93,7 @@ def run_fixture(folder: Path, spec: dict) -> list[CaseResult]:
     config_path = folder / spec.get("checkpoint_config", CONFIG_NAME)
     checkpoint = folder / spec.get("checkpoint", CHECKPOINT_NAME)
     if config_path.is_file():
-        model = load_vqgan_files(config_path, checkpoint, "cpu", torch.float32)
+        model = load_vqgan((config_path, checkpoint), "cpu", torch.float32)
     else:  # a folder without the HF config.json: fixture.json's config is in the same terms
         model = build_empty(VQGANConfig.from_dict(spec["config"]), "cpu", torch.float32)
         load_state(model, checkpoint)

@@ -7,12 +7,8 @@ import numpy as np
 import torch
 
 from dalle_flow.parameters import Param, Params, seed_param
-from dalle_flow.runtime.device import pick_device, pick_dtype
-from dalle_flow.models.dallebart.loader import load_dallebart
-from dalle_flow.models.dallebart.model import tiny_dallebart
-from dalle_flow.models.dallebart.processor import DalleProcessor
-from dalle_flow.models.dallebart.sampling import generate_tokens
-from dalle_flow.models.vqgan import load_vqgan_files, postprocess, tiny_vqgan
+from dalle_flow.models.dallebart import DalleProcessor, generate_tokens, load_dallebart, tiny_dallebart
+from dalle_flow.models.vqgan import load_vqgan, postprocess, tiny_vqgan
 
 MAX_IMAGES = 32  # per prompt and request; sampled on the device in groups of `batch_size`
 # The request parameters of `/` for DALL·E Mega. top_k defaults to 50 as dalle-mini's generate(top_k=None) fell back
@@ -38,19 +34,18 @@ class DalleMegaPipeline:
 
     @classmethod
     def from_files(cls, dalle_config: Path, dalle_checkpoint: Path, tokenizer_folder: Path, words_path: Path,
-                   vqgan_config: Path, vqgan_checkpoint: Path, device: str | None = None, dtype: str | None = None,
-                   batch_size: int = BATCH_SIZE.default) -> "DalleMegaPipeline":
-        device_ = pick_device(device)
-        dalle = load_dallebart((dalle_config, dalle_checkpoint), device_, pick_dtype(device_, dtype))
-        vqgan = load_vqgan_files(vqgan_config, vqgan_checkpoint, device_, torch.float32)
+                   vqgan_config: Path, vqgan_checkpoint: Path, device: torch.device | str = "cpu",
+                   dtype: torch.dtype = torch.float32, batch_size: int = BATCH_SIZE.default) -> "DalleMegaPipeline":
+        """DalleBart in `dtype`; the VQGAN always in float32."""
+        dalle = load_dallebart((dalle_config, dalle_checkpoint), device, dtype)
+        vqgan = load_vqgan((vqgan_config, vqgan_checkpoint), device, torch.float32)
         return cls(DalleProcessor.from_folder(tokenizer_folder, words_path), dalle, vqgan, batch_size)
 
     @classmethod
-    def tiny(cls, device: str | None = "cpu", batch_size: int = BATCH_SIZE.default) -> "DalleMegaPipeline":
-        """Random tiny DalleBart + VQGAN (64 codes, 16×16 tokens -> 256×256): tests and smoke demos only."""
-        device_ = pick_device(device)
-        vqgan = tiny_vqgan(device=device_)
-        dalle = tiny_dallebart(device=device_, image_codebook_size=vqgan.config.n_embed)
+    def tiny(cls, device: torch.device | str = "cpu", batch_size: int = BATCH_SIZE.default) -> "DalleMegaPipeline":
+        """Random tiny DalleBart + VQGAN (64 codes, 16×16 tokens -> 256×256), float32: tests and smoke demos only."""
+        vqgan = tiny_vqgan(device)
+        dalle = tiny_dallebart(device, image_codebook_size=vqgan.config.n_embed)
         return cls(DalleProcessor.tiny(), dalle, vqgan, batch_size)
 
     @torch.inference_mode()

@@ -1,4 +1,4 @@
-"""Device and dtype choice shared by every model."""
+"""Device and dtype: resolving an executor's settings (`resolve_device`) and seeding per-request generators."""
 from __future__ import annotations
 
 import torch
@@ -7,23 +7,26 @@ DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.floa
           "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
 
 
-def pick_device(requested: str | None = None) -> torch.device:
-    """'auto' (or None) takes the first CUDA device when there is one, else the CPU."""
-    if requested in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(requested)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device: {requested!r} was asked for but CUDA is not available")
-    return device
+def resolve_device(device: str | torch.device | None = "auto",
+                   dtype: str | torch.dtype | None = "auto") -> tuple[torch.device, torch.dtype]:
+    """An executor's `device`/`dtype` settings as torch objects; the executors are the one layer that calls this, and
+    pipelines and loaders take what it returns.
 
-
-def pick_dtype(device: torch.device, requested: str | None = None, half_on_gpu: torch.dtype = torch.float16) -> torch.dtype:
-    """'auto' runs half precision on a GPU and float32 on the CPU (CPU half kernels are slow or missing)."""
-    if requested in (None, "", "auto"):
-        return half_on_gpu if device.type == "cuda" else torch.float32
-    if requested not in DTYPES:
-        raise ValueError(f"dtype: must be one of auto, {', '.join(DTYPES)}, got {requested!r}")
-    return DTYPES[requested]
+    device 'auto' (or None) takes the first CUDA device when there is one, else the CPU. dtype 'auto' runs float16 on a
+    GPU and float32 on the CPU (CPU half kernels are slow or missing)."""
+    if device in (None, "", "auto"):
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        requested, device = device, torch.device(device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device: {str(requested)!r} was asked for but CUDA is not available")
+    if isinstance(dtype, torch.dtype):
+        return device, dtype
+    if dtype in (None, "", "auto"):
+        return device, torch.float16 if device.type == "cuda" else torch.float32
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype: must be one of auto, {', '.join(DTYPES)}, got {dtype!r}")
+    return device, DTYPES[dtype]
 
 
 def seeded_generator(seed: int, device: torch.device) -> torch.Generator:

@@ -13,6 +13,10 @@ from torch import nn
 _LISTED = 10  # keys named per kind of problem; the count is always given
 
 
+class CheckpointMismatchError(ValueError):
+    """A checkpoint that does not fit the model it is loaded into (every strict loader raises this one)."""
+
+
 def shape_mismatch(found: Mapping[str, tuple], expected: Mapping[str, tuple]) -> str:
     """'' when `found` has exactly the keys of `expected` with the same shapes; otherwise one line:
     'missing N: a, b; unexpected N: c; wrong shape N: d: got (..), want (..)' (keys sorted)."""
@@ -30,12 +34,12 @@ def shape_mismatch(found: Mapping[str, tuple], expected: Mapping[str, tuple]) ->
 def load_state_dict_strict(model: nn.Module, state: Mapping[str, torch.Tensor], what: str,
                            assign: bool = False) -> None:
     """Every tensor of `state` used and every entry of model.state_dict() filled, shapes equal; otherwise one
-    ValueError '<what>: does not match the <Model>; missing ...' (got = the file, want = the model).
+    CheckpointMismatchError '<what>: does not match the <Model>; missing ...' (got = the file, want = the model).
 
     assign=True adopts the checkpoint's tensors instead of copying (for a model built on the meta device).
     """
     problems = shape_mismatch({k: v.shape for k, v in state.items()},
                               {k: v.shape for k, v in model.state_dict().items()})
     if problems:
-        raise ValueError(f"{what}: does not match the {type(model).__name__}; {problems}")
+        raise CheckpointMismatchError(f"{what}: does not match the {type(model).__name__}; {problems}")
     model.load_state_dict(state, strict=True, assign=assign)

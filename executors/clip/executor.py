@@ -10,13 +10,15 @@ from dalle_flow.serving.images import document_image, has_image
 from dalle_flow.serving.parameters import require_prompts
 from dalle_flow.serving.presets import is_tiny
 from dalle_flow.serving.weights import resolve_hf_model
-from dalle_flow.models.clip import DEFAULT_CLIP, ClipEmbedder, rank_scores
+from dalle_flow.runtime.device import resolve_device
+from dalle_flow.models.clip import DEFAULT_CLIP, ClipEmbedder, load_clip, rank_scores, tiny_clip
 
 
-def load_clip(model_name: str, device: str, dtype: str, preset: str | None) -> ClipEmbedder:
+def clip_for(model_name: str, device: str, dtype: str, preset: str | None, weights_dir: str | None) -> ClipEmbedder:
+    device, dtype = resolve_device(device, dtype)
     if is_tiny(preset):
-        return ClipEmbedder.tiny(device)
-    return ClipEmbedder.from_pretrained(resolve_hf_model("clip", model_name), device, dtype)
+        return tiny_clip(device)  # float32 whatever the device: it is tiny
+    return load_clip(resolve_hf_model("clip", model_name, weights_dir), device, dtype)
 
 
 def embed(clip: ClipEmbedder, docs: DocumentArray, what: str = "docs"):
@@ -59,9 +61,9 @@ class _ClipExecutor(Executor):
     """Loads CLIP once at start-up; subclasses bind endpoints (no handlers here, so none are inherited twice)."""
 
     def __init__(self, model_name: str = DEFAULT_CLIP, device: str = "auto", dtype: str = "auto",
-                 preset: str | None = None, **kwargs):
+                 preset: str | None = None, weights_dir: str | None = None, **kwargs):
         super().__init__(**kwargs)
-        self.clip = load_clip(model_name, device, dtype, preset)
+        self.clip = clip_for(model_name, device, dtype, preset, weights_dir)
 
 
 class ClipEncoder(_ClipExecutor):

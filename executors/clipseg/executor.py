@@ -7,14 +7,14 @@ inpainting; `invert: true` makes it the opaque part), and the mask alone as a ch
 """
 from __future__ import annotations
 
-import torch
 from docarray import Document, DocumentArray
 from jina import Executor, requests
 
-from dalle_flow.runtime.device import pick_device, pick_dtype
+from dalle_flow.runtime.device import resolve_device
 from dalle_flow.serving.images import document_image, image_to_data_uri
 from dalle_flow.serving.presets import is_tiny, preset_tags
-from dalle_flow.models.clipseg import DEFAULT_CHECKPOINT, load_clipseg, tiny_clipseg
+from dalle_flow.serving.weights import CLIPSEG_REPO, resolve_hf_model
+from dalle_flow.models.clipseg import load_clipseg, tiny_clipseg
 from dalle_flow.pipelines.clipseg import SEGMENT_PARAMS, apply_threshold, rgba, segment
 
 TINY_LABEL = "CLIPSeg tiny (random weights)"
@@ -26,18 +26,18 @@ USED_BY_TYPE = {"none": (), "binary": ("binary_thresh_strength",),
 
 
 class ClipSegmenter(Executor):
-    def __init__(self, model_name: str = DEFAULT_CHECKPOINT, device: str = "auto", dtype: str = "auto",
+    def __init__(self, model_name: str = CLIPSEG_REPO, device: str = "auto", dtype: str = "auto",
                  preset: str | None = None, weights_dir: str | None = None, **kwargs):
         super().__init__(**kwargs)
         self.preset = preset
+        device, dtype = resolve_device(device, dtype)
         if is_tiny(preset):
-            torch_device = pick_device(device)
-            self.model, self.processor = tiny_clipseg(torch_device, pick_dtype(torch_device, dtype))
+            self.model, self.processor = tiny_clipseg(device, dtype)
             self.label = TINY_LABEL
         else:
-            # loaded (and the default checkpoint resolved through the weights registry) at start-up, so missing
-            # files stop the Flow before the first request
-            self.model, self.processor = load_clipseg(model_name, device, dtype, weights_dir)
+            # resolved and loaded at start-up, so missing files stop the Flow before the first request
+            self.model, self.processor = load_clipseg(resolve_hf_model("clipseg", model_name, weights_dir), device,
+                                                      dtype)
             self.label = f"CLIPSeg {model_name}"
 
     @requests(on="/segment")

@@ -7,6 +7,7 @@ from docarray import DocumentArray
 from jina import Executor, requests
 
 from dalle_flow.parameters import draw_seed
+from dalle_flow.runtime.device import resolve_device
 from dalle_flow.serving.outputs import image_document, request_timer
 from dalle_flow.serving.parameters import require_prompts
 from dalle_flow.serving.presets import is_tiny
@@ -19,6 +20,7 @@ class DalleMega(Executor):
                  weights_dir: str | None = None, **kwargs):
         super().__init__(**kwargs)
         self.preset = "tiny" if is_tiny(preset) else "real"
+        device, dtype = resolve_device(device, dtype)
         if self.preset == "tiny":
             self.pipeline = DalleMegaPipeline.tiny(device, batch_size)
             return

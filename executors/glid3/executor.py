@@ -16,12 +16,12 @@ from docarray import DocumentArray
 from jina import Executor, requests
 
 from dalle_flow.parameters import draw_seed
-from dalle_flow.runtime.device import pick_device, pick_dtype
+from dalle_flow.runtime.device import resolve_device
 from dalle_flow.serving.images import document_image, has_image
 from dalle_flow.serving.outputs import image_document, request_timer
 from dalle_flow.serving.presets import is_tiny
 from dalle_flow.serving.weights import resolve, resolve_hf_model
-from dalle_flow.models.clip import DEFAULT_CLIP, ClipEmbedder
+from dalle_flow.models.clip import DEFAULT_CLIP, ClipEmbedder, load_clip, tiny_clip
 from dalle_flow.pipelines.glid3 import BATCH_SIZE, GENERATE_PARAMS, REFINE_PARAMS, Glid3Pipeline
 
 GENERATOR = "GLID3-XL"
@@ -52,20 +52,19 @@ def prompt_clip_embedding(doc, prompt: str, clip: ClipEmbedder | None, dim: int 
     return clip.encode_text([prompt])[0]
 
 
-def load_pipeline(device: str, dtype: str, preset: str | None, clip_model_name: str):
+def load_pipeline(device: str, dtype: str, preset: str | None, clip_model_name: str, weights_dir: str | None):
     """(pipeline, CLIP or None). Real files are resolved before anything loads, so a missing one fails first."""
-    device_ = pick_device(device)
-    unet_dtype = pick_dtype(device_, dtype)  # BERT and the VAE stay float32 inside the pipeline
+    device, dtype = resolve_device(device, dtype)  # the UNet's dtype: BERT and the VAE stay float32 in the pipeline
     if is_tiny(preset):
-        clip = ClipEmbedder.tiny(str(device_))
+        clip = tiny_clip(device)
         # the tiny UNet gets a clip_proj of the tiny CLIP's width, so the tiny Flow runs the CLIP-conditioned path
-        return Glid3Pipeline.tiny(device_, unet_dtype, clip_embed_dim=clip.embedding_dim), clip
-    paths = [resolve("glid3", name) for name in WEIGHT_FILES]
-    pipeline = Glid3Pipeline.from_weights(*paths, device=device_, dtype=unet_dtype)
+        return Glid3Pipeline.tiny(device, dtype, clip_embed_dim=clip.embedding_dim), clip
+    paths = [resolve("glid3", name, weights_dir) for name in WEIGHT_FILES]
+    pipeline = Glid3Pipeline.from_weights(*paths, device=device, dtype=dtype)
     dim = pipeline.unet.config.clip_embed_dim
     if dim is None:
         return pipeline, None
-    clip = ClipEmbedder.from_pretrained(resolve_hf_model("clip", clip_model_name), str(device_), dtype)
+    clip = load_clip(resolve_hf_model("clip", clip_model_name, weights_dir), device, dtype)
     if clip.embedding_dim != dim:
         raise ValueError(f"finetune.pt projects {dim}-d CLIP embeddings but {clip_model_name} produces "
                          f"{clip.embedding_dim}-d ones; set clip_model_name to the CLIP it was trained with")
@@ -75,7 +74,8 @@ def load_pipeline(device: str, dtype: str, preset: str | None, clip_model_name: 
 class GLID3Diffusion(Executor):
     def __init__(self, device: str = "auto", dtype: str = "auto", batch_size: int = BATCH_SIZE.default,
                  steps: int = GENERATE_PARAMS.default("steps"), tiny_steps: int = TINY_STEPS,
-                 clip_model_name: str = DEFAULT_CLIP, preset: str | None = None, **kwargs):
+                 clip_model_name: str = DEFAULT_CLIP, preset: str | None = None, weights_dir: str | None = None,
+                 **kwargs):
         super().__init__(**kwargs)
         self.preset = preset
         # configuration mistakes stop the start instead of failing every request
@@ -84,7 +84,7 @@ class GLID3Diffusion(Executor):
         self.params = {False: GENERATE_PARAMS.with_defaults(steps=default_steps),
                        True: REFINE_PARAMS.with_defaults(steps=default_steps)}  # keyed by "refine"
         self.default_steps = self.params[False].default("steps")
-        self.pipeline, self.clip = load_pipeline(device, dtype, preset, clip_model_name)
+        self.pipeline, self.clip = load_pipeline(device, dtype, preset, clip_model_name, weights_dir)
         self.clip_dim = self.pipeline.unet.config.clip_embed_dim
         # the reference's blank (unconditional) CLIP row: CLIP of the empty prompt, from the same CLIP model
         self.blank_clip = None if self.clip is None else self.clip.encode_text([""])[0]

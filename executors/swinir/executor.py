@@ -12,6 +12,7 @@ from jina import Executor, requests
 from dalle_flow.serving.images import MAX_IMAGE_SIDE, document_image, has_image, image_to_data_uri
 from dalle_flow.serving.presets import is_tiny, preset_tags
 from dalle_flow.serving.weights import resolve
+from dalle_flow.runtime.device import resolve_device
 from dalle_flow.models.swinir import load_swinir, tiny_swinir
 from dalle_flow.pipelines.swinir import check_tiling, upscale, upscale_params
 
@@ -28,6 +29,7 @@ class SwinIRUpscaler(Executor):
                  weights_dir: str | None = None, max_input_side: int = DEFAULT_MAX_INPUT_SIDE, **kwargs):
         super().__init__(**kwargs)
         self.preset = preset
+        device, dtype = resolve_device(device, dtype)
         if is_tiny(preset):
             self.model, self.label = tiny_swinir(device, dtype), TINY_LABEL
         else:

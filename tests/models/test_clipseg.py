@@ -9,9 +9,10 @@ import torch
 from safetensors.torch import load_file
 
 from dalle_flow.models.clipseg import load_clipseg, tiny_clipseg
+from dalle_flow.models.clipseg.loader import tiny_image_processor
 from dalle_flow.pipelines.clipseg import THRESHOLDING_TYPES, apply_threshold, rgba, segment
 from dalle_flow.runtime.tiny_tokenizer import TINY_WORDS, tiny_vocabulary
-from dalle_flow.models.clipseg.model import tiny_image_processor
+from dalle_flow.serving import weights
 
 
 @pytest.fixture(autouse=True)
@@ -211,16 +212,19 @@ def test_load_default_checkpoint_from_weights_dir(tmp_path, tiny):
         {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>",
          "unk_token": "<|endoftext|>"}))
 
-    loaded, loaded_processor = load_clipseg(device="cpu", weights_dir=tmp_path / "weights")
+    folder = weights.resolve_hf_model("clipseg", weights.CLIPSEG_REPO, tmp_path / "weights")  # as the executor does
+    loaded, loaded_processor = load_clipseg(folder, "cpu")
     image = random_image(16, 16, seed=6)
     np.testing.assert_allclose(segment(loaded, loaded_processor, image, "the sky"),
                                segment(model, processor, image, "the sky"), atol=1e-5)
 
 
 def test_load_default_checkpoint_missing_names_files(tmp_path, monkeypatch):
-    from dalle_flow.serving import weights
+    import huggingface_hub
 
-    monkeypatch.setattr(weights, "_hf_cached", lambda entry: None)  # a machine with the real files cached
-    monkeypatch.setattr(weights, "CACHE_DIR", tmp_path / "cache")
+    def not_cached(*args, **kwargs):  # a machine without the real files in its Hugging Face cache
+        raise huggingface_hub.errors.LocalEntryNotFoundError("not cached")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", not_cached)
     with pytest.raises(weights.MissingWeightsError, match="clipseg"):
-        load_clipseg(device="cpu", weights_dir=tmp_path)
+        weights.resolve_hf_model("clipseg", weights.CLIPSEG_REPO, tmp_path)

@@ -12,10 +12,9 @@ import torch
 
 from dalle_flow.runtime.flax_msgpack import read_all
 from dalle_flow.runtime.flax_msgpack_writer import write_flax_msgpack
-from dalle_flow.models.dallebart.config import DalleBartConfig
-from dalle_flow.models.dallebart.loader import (CheckpointMismatchError, flax_shapes, load_dallebart,
-                                                save_dallebart)
-from dalle_flow.models.dallebart.model import tiny_config, tiny_dallebart
+from dalle_flow.runtime.state_dict import CheckpointMismatchError
+from dalle_flow.models.dallebart.config import DalleBartConfig, tiny_config
+from dalle_flow.models.dallebart.loader import flax_shapes, load_dallebart, save_dallebart, tiny_dallebart
 from dalle_flow.parity.dallebart import run_fixture
 from dalle_flow.models.dallebart.sampling import (SamplingSettings, generate_tokens, gumbel_noise,
                                                   supercondition_sample, warp)
@@ -107,7 +106,8 @@ def test_unseen_config_round_trip_fp32_and_fp16(tmp_path):
                              decoder_attention_heads=3, encoder_ffn_dim=40, decoder_ffn_dim=56, encoder_vocab_size=77,
                              image_vocab_size=25, max_text_length=9, image_length=11, decoder_start_token_id=20,
                              bos_token_id=21, eos_token_id=21, pad_token_id=21)
-    from dalle_flow.models.dallebart.model import DalleBart, randomize_
+    from dalle_flow.models.dallebart.loader import randomize_
+    from dalle_flow.models.dallebart.model import DalleBart
     model = randomize_(DalleBart(config), seed=7).eval()
     save_dallebart(model, tmp_path / "f32")
     save_dallebart(model, tmp_path / "f16", dtype=np.float16)
@@ -124,7 +124,7 @@ def test_unseen_config_round_trip_fp32_and_fp16(tmp_path):
     _same_outputs(model, reloaded, atol=0)
     _same_outputs(model.half().float(), load_dallebart(tmp_path / "f16"), atol=1e-6)  # fp16 file, fp32 model
     bf16 = load_dallebart((tmp_path / "f16" / "config.json", tmp_path / "f16" / "flax_model.msgpack"),
-                          dtype="bf16")
+                          dtype=torch.bfloat16)
     assert bf16.dtype == torch.bfloat16 and not any(p.requires_grad for p in bf16.parameters())
 
 

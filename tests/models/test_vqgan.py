@@ -11,7 +11,8 @@ import torch
 
 from dalle_flow.runtime import flax_msgpack
 from dalle_flow.runtime.flax_msgpack_writer import write_flax_msgpack
-from dalle_flow.models.vqgan import (CheckpointMismatch, VQGAN, VQGANConfig, load_vqgan, postprocess, save_vqgan,
+from dalle_flow.runtime.state_dict import CheckpointMismatchError
+from dalle_flow.models.vqgan import (VQGAN, VQGANConfig, load_vqgan, postprocess, save_vqgan,
                                      tiny_vqgan)
 from dalle_flow.models.vqgan.loader import CHECKPOINT_NAME, CONFIG_NAME, build_empty, flax_layout
 from dalle_flow.parity import run_fixture
@@ -123,7 +124,7 @@ def saved_unseen(tmp_path_factory):
 ])
 def test_strict_loading_errors(tmp_path, saved_unseen, edit, message):
     folder = _write_variant(tmp_path / "variant", saved_unseen, edit)
-    with pytest.raises(CheckpointMismatch, match=message):
+    with pytest.raises(CheckpointMismatchError, match=message):
         load_vqgan(folder)
 
 
@@ -143,7 +144,7 @@ def test_config_and_files_errors(tmp_path, saved_unseen):
     folder.mkdir()
     (folder / CHECKPOINT_NAME).write_bytes((saved_unseen / CHECKPOINT_NAME).read_bytes())
     (folder / CONFIG_NAME).write_text(json.dumps({**config, "n_embed": 12}))
-    with pytest.raises(CheckpointMismatch, match="quantize/embedding/embedding"):
+    with pytest.raises(CheckpointMismatchError, match="quantize/embedding/embedding"):
         load_vqgan(folder)
     with pytest.raises(ValueError, match="num_resolutions"):
         VQGANConfig.from_dict({**config, "num_resolutions": 5})

@@ -1,15 +1,8 @@
-"""CLIP text and image embeddings (transformers' CLIPModel), real checkpoint or tiny random preset."""
+"""CLIP text and image embeddings around transformers' CLIPModel (built by loader.py: real checkpoint or tiny)."""
 from __future__ import annotations
 
 import numpy as np
 import torch
-
-from dalle_flow.runtime.device import pick_device, pick_dtype
-
-DEFAULT_CLIP = "openai/clip-vit-large-patch14-336"  # ViT-L/14@336px, what DALL·E Flow ranked with
-OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
-TINY_SEED = 1234
 
 
 class ClipEmbedder:
@@ -20,40 +13,6 @@ class ClipEmbedder:
         self.device = device
         self.dtype = dtype
         self.name = name
-
-    @classmethod
-    def from_pretrained(cls, name_or_path: str = DEFAULT_CLIP, device: str | None = None, dtype: str | None = None,
-                        local_files_only: bool = False):
-        from transformers import CLIPImageProcessor, CLIPModel, CLIPTokenizerFast
-
-        device_ = pick_device(device)
-        kwargs = {"local_files_only": local_files_only}
-        model = CLIPModel.from_pretrained(name_or_path, **kwargs)
-        tokenizer = CLIPTokenizerFast.from_pretrained(name_or_path, **kwargs)
-        processor = CLIPImageProcessor.from_pretrained(name_or_path, **kwargs)
-        return cls(model, tokenizer, processor, device_, pick_dtype(device_, dtype), name_or_path)
-
-    @classmethod
-    def tiny(cls, device: str | None = "cpu"):
-        """Random, deterministic, 32-dim embeddings of 32×32 crops: for tests and smoke demos only."""
-        from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
-
-        from dalle_flow.runtime.tiny_tokenizer import tiny_clip_tokenizer
-
-        tokenizer = tiny_clip_tokenizer(77)
-        text = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                    num_attention_heads=4, max_position_embeddings=77, bos_token_id=tokenizer.bos_token_id,
-                    eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-        vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                      image_size=32, patch_size=8)
-        config = CLIPConfig(text_config=text, vision_config=vision, projection_dim=32)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(TINY_SEED)
-            model = CLIPModel(config)
-        processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32},
-                                       image_mean=list(OPENAI_MEAN), image_std=list(OPENAI_STD))
-        device_ = pick_device(device)
-        return cls(model, tokenizer, processor, device_, torch.float32, "tiny-clip")
 
     @property
     def logit_scale(self) -> float:

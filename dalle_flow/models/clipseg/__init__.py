@@ -1,4 +1,6 @@
-"""CLIPSeg text-prompted segmentation for /segment (transformers' CLIPSegForImageSegmentation)."""
-from dalle_flow.models.clipseg.model import DEFAULT_CHECKPOINT, load_clipseg, tiny_clipseg
+"""CLIPSeg text-prompted segmentation for /segment (transformers' CLIPSegForImageSegmentation): config and loader;
+the network is transformers' own, so the package has no model file."""
+from dalle_flow.models.clipseg.config import tiny_config
+from dalle_flow.models.clipseg.loader import load_clipseg, tiny_clipseg
 
-__all__ = ["DEFAULT_CHECKPOINT", "load_clipseg", "tiny_clipseg"]
+__all__ = ["load_clipseg", "tiny_clipseg", "tiny_config"]

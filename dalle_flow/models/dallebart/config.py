@@ -97,3 +97,20 @@ class DalleBartConfig:
         out.update(model_type="dallebart", architectures=["eBart"], is_encoder_decoder=True, use_scan=True,
                    max_length=self.image_length + 1, min_length=self.image_length + 1, do_sample=True)
         return out
+
+
+def tiny_config(image_codebook_size: int = 64, encoder_vocab_size: int = 50272, max_text_length: int = 64,
+                d_model: int = 64, layers: int = 2, heads: int = 4, image_length: int = 256) -> DalleBartConfig:
+    """A small DalleBart with the real special-id conventions: codes 0..codebook-1, decoder start = codebook,
+    bos/eos/pad = codebook + 1, 31 non-code ids (as mega's 16415 = 16384 + 31), 256 image tokens (a 16x16 VQGAN grid,
+    so a tiny VQGAN decodes them to 256x256 images). The codebook defaults to the tiny VQGAN's 64 entries (pass 16384
+    to pair it with the real VQGAN); the text vocabulary is mega's, so any BART tokenizer id fits.
+    """
+    return DalleBartConfig(
+        d_model=d_model, encoder_layers=layers, decoder_layers=layers, encoder_attention_heads=heads,
+        decoder_attention_heads=heads, encoder_ffn_dim=2 * d_model, decoder_ffn_dim=2 * d_model,
+        encoder_vocab_size=encoder_vocab_size, image_vocab_size=image_codebook_size + 31,
+        max_text_length=max_text_length, image_length=image_length, decoder_start_token_id=image_codebook_size,
+        bos_token_id=image_codebook_size + 1, eos_token_id=image_codebook_size + 1,
+        pad_token_id=image_codebook_size + 1,
+    )

@@ -1,4 +1,5 @@
-"""Load (and save) DalleBart in the released Flax layout: `config.json` + `flax_model.msgpack`.
+"""Load (and save) DalleBart in the released Flax layout (`load_dallebart`, `save_dallebart`), or build the tiny random
+one (`tiny_dallebart`). The released layout is: `config.json` + `flax_model.msgpack`.
 
 File layout (what `FlaxPreTrainedModel.save_pretrained` writes for dalle-mini's DalleBart, DALL·E Mega included):
 - top keys `model` and `lm_head` (a leading `params` level, as in some training checkpoints, is accepted too);
@@ -22,11 +23,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dalle_flow.runtime.device import pick_device, pick_dtype
 from dalle_flow.runtime.flax_msgpack import iter_leaves
 from dalle_flow.runtime.flax_msgpack_writer import write_flax_msgpack
+from dalle_flow.runtime.state_dict import CheckpointMismatchError
 from dalle_flow.models.dallebart.attention import Dense
-from dalle_flow.models.dallebart.config import DalleBartConfig
+from dalle_flow.models.dallebart.config import DalleBartConfig, tiny_config
 from dalle_flow.models.dallebart.model import DalleBart
 
 CONFIG_NAME = "config.json"
@@ -48,10 +49,6 @@ _LAYER_PARTS = {
 }
 _SCANNED = {"encoder": "FlaxBartEncoderLayers", "decoder": "FlaxBartDecoderLayers"}
 _UNSCANNED = re.compile(r"/(FlaxBart(?:Encoder|Decoder)Layer)_(\d+)/")
-
-
-class CheckpointMismatchError(ValueError):
-    pass
 
 
 def _leaf_name(module_path: str, leaf: str, module: torch.nn.Module) -> str:
@@ -184,13 +181,11 @@ def build_empty(config: DalleBartConfig, device, dtype: torch.dtype) -> DalleBar
     return model.to_empty(device=device)
 
 
-def load_dallebart(folder_or_paths, device="cpu", dtype: torch.dtype | str = torch.float32) -> DalleBart:
+def load_dallebart(folder_or_paths, device: torch.device | str = "cpu",
+                   dtype: torch.dtype = torch.float32) -> DalleBart:
     """Load a released (or saved) DalleBart in eval mode, without gradients. The file may be float16 or float32;
-    tensors are converted to `dtype` while copying. device/dtype accept 'auto' (see runtime.device)."""
+    tensors are converted to `dtype` while copying."""
     config_path, checkpoint = resolve_paths(folder_or_paths)
-    device = pick_device(None if device is None else str(device))
-    if not isinstance(dtype, torch.dtype):
-        dtype = pick_dtype(device, dtype)
     config = DalleBartConfig.from_json(config_path)
     model = build_empty(config, device, dtype)
     load_flax_weights_(model, checkpoint)
@@ -214,3 +209,30 @@ def save_dallebart(model: DalleBart, folder, dtype=np.float32) -> Path:
 
     items = [(tuple(key.split("/")), producer(entries)) for key, entries in flax_slots(model).items()]
     return write_flax_msgpack(folder / CHECKPOINT_NAME, items)
+
+
+@torch.no_grad()
+def randomize_(model: DalleBart, seed: int = 0) -> DalleBart:
+    """Deterministic random weights from a private generator (the global torch RNG is left alone). Every tensor is
+    random, layer-norm scales and biases included, so each one influences the output."""
+    generator = torch.Generator().manual_seed(seed)
+    for name, param in model.named_parameters():
+        noise = torch.randn(param.shape, generator=generator, dtype=torch.float32)
+        if name.endswith(".bias"):  # layer-norm shifts
+            value = 0.1 * noise
+        elif param.ndim == 1:  # layer-norm scales
+            value = 1.0 + 0.1 * noise
+        elif "embed" in name:
+            value = noise
+        else:  # [in, out] kernels: unit-variance outputs for unit-variance inputs
+            value = noise / param.shape[0] ** 0.5
+        param.copy_(value)
+    return model
+
+
+def tiny_dallebart(device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, seed: int = 0,
+                   **config_overrides) -> DalleBart:
+    """The tiny preset's DalleBart: d_model 64, 2+2 layers, 256 image tokens over a 64-code codebook (the tiny VQGAN's),
+    real special-id conventions, deterministic random weights."""
+    model = DalleBart(tiny_config(**config_overrides))
+    return randomize_(model, seed).to(device=device, dtype=dtype).eval().requires_grad_(False)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import torch
 
-from dalle_flow.runtime.device import pick_device, pick_dtype
 from dalle_flow.runtime.state_dict import load_state_dict_strict
-from dalle_flow.models.swinir.network import SwinIR, SwinIRConfig
+from dalle_flow.models.swinir.config import SwinIRConfig, tiny_config
+from dalle_flow.models.swinir.network import SwinIR
 
 WRAPPER_KEYS = ("params_ema", "params")  # the released GAN file uses params_ema; other SwinIR files use params
 TINY_SEED = 20220605
@@ -84,11 +84,9 @@ def build_swinir(config: SwinIRConfig | dict | None = None, device="cpu") -> Swi
 
 
 def load_swinir(path, config: SwinIRConfig | dict | None = None, device: str | torch.device = "cpu",
-                dtype: torch.dtype | str = torch.float32) -> SwinIR:
-    """A SwinIR in eval mode with every tensor of `path` loaded (strict).
-
-    device: 'cpu', 'cuda', 'auto'...; dtype: a torch dtype or a name ('auto' is fp16 on a GPU, fp32 on the CPU; the
-    reference ran fp32, half precision moves a few output values by one grey level).
+                dtype: torch.dtype = torch.float32) -> SwinIR:
+    """A SwinIR in eval mode with every tensor of `path` loaded (strict). The reference ran float32; half precision
+    moves a few output values by one grey level.
     config None reads the structure off the file (see derive_config); for the released file that is the real-SR x4
     large model. The shifted-window masks and position indices in the file are loaded like the weights.
     """
@@ -100,25 +98,10 @@ def load_swinir(path, config: SwinIRConfig | dict | None = None, device: str | t
     load_state_dict_strict(model, state, str(path), assign=True)
     # The non-persistent mean is not in the file, so it is still on meta: rebuild it.
     model.rgb_mean = torch.tensor(config.rgb_mean if config.in_chans == 3 else (0.0,)).view(1, -1, 1, 1)
-    device, dtype = _device_dtype(device, dtype)
     return model.to(device=device, dtype=dtype).eval()
 
 
-def _device_dtype(device, dtype) -> tuple[torch.device, torch.dtype]:
-    device = pick_device(str(device)) if device is not None else pick_device(None)
-    return device, dtype if isinstance(dtype, torch.dtype) else pick_dtype(device, dtype)
-
-
-def tiny_config() -> SwinIRConfig:
-    """Every structural switch of the released model (window 8, 3conv, x4 nearest+conv) at a small size.
-
-    num_feat is 16 instead of the released 64: the reconstruction head runs at 2x and 4x resolution and would
-    dominate a 256 -> 1024 CPU run otherwise.
-    """
-    return SwinIRConfig(img_size=64, depths=(2, 2), embed_dim=16, num_heads=(2, 2), num_feat=16)
-
-
-def tiny_swinir(device: str | torch.device = "cpu", dtype: torch.dtype | str = torch.float32,
+def tiny_swinir(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
                 seed: int = TINY_SEED) -> SwinIR:
     """A small SwinIR with deterministic random weights (no file): same seed, same weights, on any machine."""
     config = tiny_config()
@@ -126,7 +109,6 @@ def tiny_swinir(device: str | torch.device = "cpu", dtype: torch.dtype | str = t
         torch.manual_seed(seed)
         model = SwinIR(config)
         model.reset_parameters()
-    device, dtype = _device_dtype(device, dtype)
     return model.to(device=device, dtype=dtype).eval()
 
 

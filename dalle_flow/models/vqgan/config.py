@@ -87,3 +87,10 @@ class VQGANConfig:
         data["attn_resolutions"] = list(self.attn_resolutions)
         data["num_resolutions"] = self.num_resolutions
         return data
+
+
+def tiny_config(n_embed: int = 64) -> VQGANConfig:
+    """Five levels like the real model (16x16 codes -> 256x256 images) but 32-64 channels and one block per level;
+    `n_embed` must match the image vocabulary of the DalleBart that produces the codes."""
+    return VQGANConfig(ch=32, ch_mult=(1, 1, 1, 2, 2), num_res_blocks=1, resolution=256, attn_resolutions=(16,),
+                       z_channels=32, embed_dim=16, n_embed=n_embed)

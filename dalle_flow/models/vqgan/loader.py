@@ -18,16 +18,13 @@ from torch import nn
 
 from dalle_flow.runtime import flax_msgpack
 from dalle_flow.runtime.flax_msgpack_writer import write_flax_msgpack
-from dalle_flow.models.vqgan.config import VQGANConfig
+from dalle_flow.runtime.state_dict import CheckpointMismatchError
+from dalle_flow.models.vqgan.config import VQGANConfig, tiny_config
 from dalle_flow.models.vqgan.model import VQGAN
 
 CONFIG_NAME = "config.json"
 CHECKPOINT_NAME = "flax_model.msgpack"
 _INDEXED = re.compile(r"^(down|up|block|attn)$")
-
-
-class CheckpointMismatch(ValueError):
-    pass
 
 
 def flax_key(torch_key: str, module: nn.Module) -> str:
@@ -95,7 +92,7 @@ def load_state(model: VQGAN, checkpoint) -> None:
         filled.add(key)
     missing = sorted(set(layout) - filled)
     if unexpected or missing or wrong:
-        raise CheckpointMismatch(
+        raise CheckpointMismatchError(
             f"{checkpoint}: does not match the VQGAN built from its config: "
             + "; ".join(f"{label} {len(items)}: {', '.join(items[:8])}{' ...' if len(items) > 8 else ''}"
                         for label, items in (("missing", missing), ("unexpected", unexpected),
@@ -109,18 +106,15 @@ def build_empty(config: VQGANConfig, device="cpu", dtype: torch.dtype = torch.fl
     return model.to(dtype=dtype).to_empty(device=torch.device(device))
 
 
-def load_vqgan(folder, device="cpu", dtype: torch.dtype = torch.float32, config_name: str = CONFIG_NAME,
-               checkpoint_name: str = CHECKPOINT_NAME) -> VQGAN:
+def load_vqgan(folder_or_paths, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> VQGAN:
     """The VQGAN from a folder holding `config.json` + `flax_model.msgpack` (the layout of HF
-    dalle-mini/vqgan_imagenet_f16_16384), in eval mode on `device`. DALL·E Flow keeps it in float32 even when
-    DalleBart runs in half precision."""
-    folder = Path(folder)
-    return load_vqgan_files(folder / config_name, folder / checkpoint_name, device, dtype)
-
-
-def load_vqgan_files(config_path, checkpoint, device="cpu", dtype: torch.dtype = torch.float32) -> VQGAN:
-    """As load_vqgan, for files that may live in different places (e.g. resolved one by one from a weights cache)."""
-    for path in (Path(config_path), Path(checkpoint)):
+    dalle-mini/vqgan_imagenet_f16_16384) or an explicit (config, checkpoint) pair, in eval mode on `device`.
+    DALL·E Flow keeps it in float32 even when DalleBart runs in half precision."""
+    if isinstance(folder_or_paths, (tuple, list)):
+        config_path, checkpoint = (Path(p) for p in folder_or_paths)
+    else:
+        config_path, checkpoint = Path(folder_or_paths) / CONFIG_NAME, Path(folder_or_paths) / CHECKPOINT_NAME
+    for path in (config_path, checkpoint):
         if not path.is_file():
             raise FileNotFoundError(f"VQGAN: {path} not found (expected config.json + flax_model.msgpack "
                                     f"from dalle-mini/vqgan_imagenet_f16_16384)")
@@ -143,3 +137,22 @@ def save_vqgan(model: VQGAN, folder) -> Path:
     config = {"architectures": ["del"], **model.config.to_dict()}  # the class-name quirk of the real config.json
     (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     return folder
+
+
+TINY_SEED = 20220521
+
+
+def tiny_vqgan(device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, seed: int = TINY_SEED,
+               n_embed: int = 64) -> VQGAN:
+    """A small VQGAN with deterministic random weights (no files), for tests and the tiny server preset."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = VQGAN(tiny_config(n_embed))
+        # random GroupNorm affines so that no parameter keeps a trivial value; centre the output near mid-grey so
+        # tiny images are not clipped to black
+        for module in model.modules():
+            if isinstance(module, nn.GroupNorm):
+                nn.init.normal_(module.weight, 1.0, 0.1)
+                nn.init.normal_(module.bias, 0.0, 0.1)
+        nn.init.constant_(model.decoder.conv_out.bias, 0.5)
+    return model.to(device=device, dtype=dtype).eval()

@@ -13,9 +13,6 @@ from dalle_flow.models.autoencoder_blocks import Decoder, Encoder, LatentAutoenc
 from dalle_flow.models.vqgan.config import VQGANConfig
 from dalle_flow.models.vqgan.quantizer import VectorQuantizer
 
-TINY_SEED = 20220521
-
-
 class VQGAN(LatentAutoencoder):
     def __init__(self, config: VQGANConfig):
         super().__init__()
@@ -57,25 +54,3 @@ def postprocess(images: torch.Tensor) -> np.ndarray:
     in float32 and truncate (no rounding)."""
     images = images.detach().float().clamp(0.0, 1.0).mul(255.0)
     return images.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-
-
-def tiny_config(n_embed: int = 64) -> VQGANConfig:
-    """Five levels like the real model (16x16 codes -> 256x256 images) but 32-64 channels and one block per level;
-    `n_embed` must match the image vocabulary of the DalleBart that produces the codes."""
-    return VQGANConfig(ch=32, ch_mult=(1, 1, 1, 2, 2), num_res_blocks=1, resolution=256, attn_resolutions=(16,),
-                       z_channels=32, embed_dim=16, n_embed=n_embed)
-
-
-def tiny_vqgan(n_embed: int = 64, device="cpu", dtype: torch.dtype = torch.float32, seed: int = TINY_SEED) -> VQGAN:
-    """A small VQGAN with deterministic random weights (no files), for tests and the tiny server preset."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = VQGAN(tiny_config(n_embed))
-        # random GroupNorm affines so that no parameter keeps a trivial value; centre the output near mid-grey so
-        # tiny images are not clipped to black
-        for module in model.modules():
-            if isinstance(module, nn.GroupNorm):
-                nn.init.normal_(module.weight, 1.0, 0.1)
-                nn.init.normal_(module.bias, 0.0, 0.1)
-        nn.init.constant_(model.decoder.conv_out.bias, 0.5)
-    return model.to(device=device, dtype=dtype).eval()
