@@ -49,10 +49,12 @@ def _reset_peak_rss() -> bool:
 def build_pipeline(device, unet_dtype):
     import torch
 
-    from dalle_flow.models.glid3.bert import BertConfig, BertEmbedder, make_tokenizer, tiny_vocab
-    from dalle_flow.models.glid3.kl_vae import AutoencoderKL, KLConfig
+    from dalle_flow.models.glid3.bert import BertEmbedder
+    from dalle_flow.models.glid3.config import FINETUNE_CONFIG, BertConfig, KLConfig
+    from dalle_flow.models.glid3.kl_vae import AutoencoderKL
+    from dalle_flow.models.glid3.loader import build_unet
+    from dalle_flow.models.glid3.tokenizer import make_tokenizer, tiny_vocab
     from dalle_flow.pipelines.glid3 import Glid3Pipeline
-    from dalle_flow.models.glid3.unet import FINETUNE_CONFIG, build_unet
 
     torch.manual_seed(0)
     unet = build_unet(FINETUNE_CONFIG, device=device, dtype=unet_dtype)

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dalle_flow.models.glid3.bert import BertConfig, config_from_state_dict, full_bert_meta, load_bert_embedder
+from dalle_flow.models.glid3.config import BertConfig
+from dalle_flow.models.glid3.loader import bert_config_from_state_dict, full_bert_meta, load_bert_embedder
 from dalle_flow.parity.compare import CaseResult, compare_outputs, compare_state_shapes, load_npz, read_manifest
 
 
@@ -81,7 +82,7 @@ def run_fixture(folder: Path, spec: dict) -> list[CaseResult]:
             result = CaseResult("manifest_full", False, 0.0, f"{n_params} params != {manifest['num_params']}")
         # the manifest's sizes must also be what the loader would derive from such tensors
         meta_sd = {k: torch.empty(s, device="meta") for k, s in shapes.items()}
-        derived = config_from_state_dict(meta_sd, full.config.dim_head)
+        derived = bert_config_from_state_dict(meta_sd, full.config.dim_head)
         if result.ok and (derived.n_layer, derived.heads) != (full.config.n_layer, full.config.heads):
             result = CaseResult("manifest_full", False, 0.0, f"loader would derive {derived}")
         results.append(result)

@@ -14,7 +14,9 @@ import torch
 from dalle_flow.models.glid3.guidance import guided_model_fn
 from dalle_flow.models.glid3.plms import PlmsSampler, initial_latents
 from dalle_flow.models.glid3.schedule import SpacedSchedule
-from dalle_flow.models.glid3.unet import UNet, UNetConfig, build_unet, unet_from_state_dict
+from dalle_flow.models.glid3.config import UNetConfig
+from dalle_flow.models.glid3.loader import build_unet, unet_from_state_dict
+from dalle_flow.models.glid3.unet import UNet
 from dalle_flow.parity.compare import (CaseResult, compare_arrays, compare_exact, compare_state_shapes, load_npz,
                                        read_manifest)
 

@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dalle_flow.models.glid3.kl_vae import (SCALE_FACTOR, KLConfig, config_from_state_dict, full_kl_f8_meta,
-                                            load_kl_vae, sample_posterior)
+from dalle_flow.models.glid3.config import KLConfig
+from dalle_flow.models.glid3.loader import full_kl_f8_meta, kl_config_from_state_dict, load_kl_vae
+from dalle_flow.models.glid3.kl_vae import SCALE_FACTOR, sample_posterior
 from dalle_flow.parity.compare import CaseResult, compare_outputs, compare_state_shapes, load_npz, read_manifest
 
 
@@ -47,7 +48,7 @@ def run_fixture(folder: Path, spec: dict) -> list[CaseResult]:
         results.append(compare_state_shapes("state_dict_keys", shapes, spec["state_dict_keys"]))
     if "ddconfig" in config:
         declared = KLConfig.from_reference(config["ddconfig"], config.get("embed_dim", config["ddconfig"]["z_channels"]))
-        derived = config_from_state_dict(model.state_dict())
+        derived = kl_config_from_state_dict(model.state_dict())
         results.append(CaseResult("config_from_tensors", declared == derived, 0.0,
                                   "" if declared == derived else f"tensors give {derived}, fixture.json {declared}"))
 

@@ -35,7 +35,9 @@ from torch import nn
 
 from dalle_flow.parameters import Param, Params, seed_param
 from dalle_flow.models.glid3.guidance import guided_model_fn
-from dalle_flow.models.glid3.kl_vae import image_to_latent, latent_to_image, load_kl_vae, tiny_kl_vae
+from dalle_flow.models.glid3.kl_vae import image_to_latent, latent_to_image
+from dalle_flow.models.glid3.loader import (load_bert_embedder, load_kl_vae, load_unet, tiny_bert_embedder,
+                                            tiny_kl_vae, tiny_unet)
 from dalle_flow.models.glid3.plms import MIN_SAMPLING_STEPS, PlmsSampler, initial_latents
 from dalle_flow.models.glid3.schedule import SpacedSchedule
 from dalle_flow.models.glid3.unet import UNet
@@ -96,26 +98,18 @@ class Glid3Pipeline:
     def from_weights(cls, unet_path, kl_path, bert_path, vocab_path, device="cpu",
                      dtype: torch.dtype = torch.float32) -> "Glid3Pipeline":
         """Real checkpoints: finetune.pt (UNet in `dtype`), kl-f8.pt and bert.pt + vocab.txt (float32)."""
-        from dalle_flow.models.glid3.bert import load_bert_embedder
-        from dalle_flow.models.glid3.unet import load_unet
-
         unet = load_unet(unet_path, device=device, dtype=dtype)
-        kl = load_kl_vae(kl_path).to(device).eval()
-        bert = load_bert_embedder(bert_path, vocab_path).to(device).eval()
+        kl = load_kl_vae(kl_path, device)
+        bert = load_bert_embedder(bert_path, vocab_path, device)
         return cls(unet, kl, bert, device)
 
     @classmethod
     def tiny(cls, device="cpu", dtype: torch.dtype = torch.float32, clip_embed_dim: int | None = None,
              seed: int = 0) -> "Glid3Pipeline":
         """Tiny random models end to end (no files), 256x256 output: for tests and the tiny preset."""
-        from dalle_flow.models.glid3.bert import tiny_bert_embedder
-        from dalle_flow.models.glid3.unet import tiny_unet
-
-        bert = tiny_bert_embedder().to(device).eval()
-        with torch.inference_mode():
-            context_dim = int(bert.encode(["a"]).shape[-1])
-        unet = tiny_unet(context_dim=context_dim, clip_embed_dim=clip_embed_dim, seed=seed, device=device, dtype=dtype)
-        return cls(unet, tiny_kl_vae().to(device).eval(), bert, device)
+        bert = tiny_bert_embedder(device)
+        unet = tiny_unet(device, dtype, seed, context_dim=bert.config.n_embed, clip_embed_dim=clip_embed_dim)
+        return cls(unet, tiny_kl_vae(device), bert, device)
 
     # -- public API -------------------------------------------------------------------------------------------------
 

@@ -5,9 +5,7 @@ fixture does not have, the sampler against a float64 transcription of its formul
 """
 from __future__ import annotations
 
-import os
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,8 +16,9 @@ from dalle_flow.models.glid3.guidance import guided_model_fn
 from dalle_flow.pipelines.glid3 import Glid3Pipeline
 from dalle_flow.models.glid3.plms import MIN_SAMPLING_STEPS, PlmsSampler, initial_latents
 from dalle_flow.models.glid3.schedule import SpacedSchedule, space_timesteps
-from dalle_flow.models.glid3.unet import (FINETUNE_CONFIG, UNet, UNetConfig, load_unet, tiny_unet,
-                                          unet_from_state_dict)
+from dalle_flow.models.glid3.config import FINETUNE_CONFIG, UNetConfig
+from dalle_flow.models.glid3.loader import load_unet, tiny_unet, unet_from_state_dict
+from dalle_flow.models.glid3.unet import UNet
 from dalle_flow.parity import run_fixture
 from tests.conftest import FIXTURES_ROOT
 

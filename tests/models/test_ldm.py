@@ -13,8 +13,10 @@ import pytest
 import torch
 from torch import nn
 
-from dalle_flow.models.glid3 import bert as bert_mod
 from dalle_flow.models.glid3 import kl_vae as kl
+from dalle_flow.models.glid3 import loader
+from dalle_flow.models.glid3.config import BertConfig, KLConfig
+from dalle_flow.models.glid3.tokenizer import tiny_vocab
 from dalle_flow.parity import bert as parity_bert
 from dalle_flow.parity import kl_vae as parity_kl_vae
 from dalle_flow.models.glid3.unpickle import UnsafeCheckpointError, load_checkpoint
@@ -68,7 +70,7 @@ def test_fixture_detects_wrong_output(tmp_path):
 # KL autoencoder API
 
 def test_tiny_kl_vae_shapes_and_determinism():
-    vae = kl.tiny_kl_vae()
+    vae = loader.tiny_kl_vae()
     assert vae.config.downscale == 8
     x = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(0)) * 2 - 1
     mean, logvar = vae.encode(x)
@@ -76,14 +78,14 @@ def test_tiny_kl_vae_shapes_and_determinism():
     assert logvar.min() >= kl.LOGVAR_MIN and logvar.max() <= kl.LOGVAR_MAX
     image = vae.decode(mean)
     assert image.shape == (1, 3, 256, 256) and image.dtype == torch.float32
-    again = kl.tiny_kl_vae()
+    again = loader.tiny_kl_vae()
     assert all(torch.equal(a, b) for a, b in zip(vae.state_dict().values(), again.state_dict().values()))
-    other = kl.tiny_kl_vae(seed=1)
+    other = loader.tiny_kl_vae(seed=1)
     assert not torch.equal(vae.quant_conv.weight, other.quant_conv.weight)
 
 
 def test_posterior_sampling_with_generator():
-    vae = kl.tiny_kl_vae()
+    vae = loader.tiny_kl_vae()
     x = torch.rand(2, 3, 64, 48, generator=torch.Generator().manual_seed(1)) * 2 - 1
     mean, logvar = vae.encode(x)
     a = kl.sample_posterior(mean, logvar, torch.Generator().manual_seed(7))
@@ -100,7 +102,7 @@ def test_posterior_sampling_with_generator():
 
 
 def test_logvar_clamp_matches_reference_semantics():
-    vae = kl.tiny_kl_vae()
+    vae = loader.tiny_kl_vae()
     with torch.no_grad():
         vae.quant_conv.bias[4] = 100.0
         vae.quant_conv.bias[5] = -100.0
@@ -110,7 +112,7 @@ def test_logvar_clamp_matches_reference_semantics():
 
 
 def test_kl_vae_half_precision_runs():
-    vae = kl.tiny_kl_vae(dtype=torch.bfloat16)
+    vae = loader.tiny_kl_vae(dtype=torch.bfloat16)
     image = vae.decode(torch.randn(1, 4, 4, 4))
     assert image.dtype == torch.bfloat16 and image.shape == (1, 3, 32, 32)
 
@@ -118,7 +120,7 @@ def test_kl_vae_half_precision_runs():
 # --------------------------------------------------------------------------------------------------------------------
 # KL loading: unseen configs in every accepted format
 
-UNSEEN_KL = kl.KLConfig(ch=32, ch_mult=(1, 2, 2), num_res_blocks=2, z_channels=3, embed_dim=3, attn_levels=(2,))
+UNSEEN_KL = KLConfig(ch=32, ch_mult=(1, 2, 2), num_res_blocks=2, z_channels=3, embed_dim=3, attn_levels=(2,))
 
 
 def _fake_ldm_modules(monkeypatch):
@@ -158,7 +160,7 @@ def _as_plain_tree(module: nn.Module, root_cls=nn.Module) -> nn.Module:
 
 
 def test_load_pickled_module_unseen_config(tmp_path, monkeypatch):
-    model = kl.tiny_kl_vae(seed=3, config=UNSEEN_KL)
+    model = loader.tiny_kl_vae(seed=3, config=UNSEEN_KL)
     AutoencoderKL, disabled_train = _fake_ldm_modules(monkeypatch)
     pickled = _as_plain_tree(model, root_cls=AutoencoderKL)
     pickled.loss = nn.Identity()
@@ -171,7 +173,7 @@ def test_load_pickled_module_unseen_config(tmp_path, monkeypatch):
 
     ckpt = load_checkpoint(tmp_path / "kl.pt")
     assert ckpt.format == "pickled_module" and ckpt.class_name == "ldm.models.autoencoder.AutoencoderKL"
-    loaded = kl.load_kl_vae(tmp_path / "kl.pt")
+    loaded = loader.load_kl_vae(tmp_path / "kl.pt")
     assert loaded.config == UNSEEN_KL
     x = torch.rand(1, 3, 32, 40) * 2 - 1
     assert torch.equal(loaded.moments(x), model.moments(x))
@@ -181,7 +183,7 @@ def test_load_pickled_module_unseen_config(tmp_path, monkeypatch):
 
 
 def test_load_state_dict_and_lightning_checkpoint(tmp_path):
-    model = kl.tiny_kl_vae(seed=4, config=UNSEEN_KL)
+    model = loader.tiny_kl_vae(seed=4, config=UNSEEN_KL)
     torch.save(model.state_dict(), tmp_path / "sd.pt")
     wrapped = {"state_dict": {**model.state_dict(), "loss.logvar": torch.zeros(()),
                               "loss.discriminator.main.0.weight": torch.zeros(2, 3, 4, 4)},
@@ -189,34 +191,34 @@ def test_load_state_dict_and_lightning_checkpoint(tmp_path):
     torch.save(wrapped, tmp_path / "ckpt.pt")
     z = torch.randn(1, 3, 3, 3)
     for name in ("sd.pt", "ckpt.pt"):
-        loaded = kl.load_kl_vae(tmp_path / name)
+        loaded = loader.load_kl_vae(tmp_path / name)
         assert loaded.config == UNSEEN_KL
         assert torch.equal(loaded.decode(z), model.decode(z))
 
 
 def test_kl_loader_is_strict(tmp_path):
-    sd = kl.tiny_kl_vae().state_dict()
+    sd = loader.tiny_kl_vae().state_dict()
     missing = {k: v for k, v in sd.items() if k != "decoder.conv_out.bias"}
     torch.save(missing, tmp_path / "missing.pt")
     with pytest.raises(ValueError, match="missing .*decoder.conv_out.bias"):
-        kl.load_kl_vae(tmp_path / "missing.pt")
+        loader.load_kl_vae(tmp_path / "missing.pt")
     extra = {**sd, "decoder.extra.weight": torch.zeros(3)}
     torch.save(extra, tmp_path / "extra.pt")
     with pytest.raises(ValueError, match="unexpected .*decoder.extra.weight"):
-        kl.load_kl_vae(tmp_path / "extra.pt")
-    bert_sd = bert_mod.tiny_bert_embedder().state_dict()
+        loader.load_kl_vae(tmp_path / "extra.pt")
+    bert_sd = loader.tiny_bert_embedder().state_dict()
     torch.save(bert_sd, tmp_path / "bert.pt")
     with pytest.raises(ValueError, match="not an AutoencoderKL"):
-        kl.load_kl_vae(tmp_path / "bert.pt")
+        loader.load_kl_vae(tmp_path / "bert.pt")
     with pytest.raises(FileNotFoundError):
-        kl.load_kl_vae(tmp_path / "nope.pt")
+        loader.load_kl_vae(tmp_path / "nope.pt")
 
 
 def test_full_size_kl_f8_on_meta():
-    full = kl.full_kl_f8_meta()
+    full = loader.full_kl_f8_meta()
     n = sum(p.numel() for p in full.parameters())
     assert n == 83_653_863 and len(full.state_dict()) == 248
-    assert kl.config_from_state_dict(full.state_dict()) == kl.KLConfig()
+    assert loader.kl_config_from_state_dict(full.state_dict()) == KLConfig()
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -241,7 +243,7 @@ def test_unpickler_refuses_code(tmp_path, target):
     with pytest.raises(UnsafeCheckpointError, match="refusing to unpickle global"):
         load_checkpoint(tmp_path / "evil.pt")
     with pytest.raises(UnsafeCheckpointError):
-        kl.load_kl_vae(tmp_path / "evil.pt")
+        loader.load_kl_vae(tmp_path / "evil.pt")
     assert not marker.exists()
 
 
@@ -257,7 +259,7 @@ def test_unpickler_reads_plain_state_dict(tmp_path):
 # BERT embedder
 
 def test_tiny_bert_tokenize_and_encode():
-    bert = bert_mod.tiny_bert_embedder()
+    bert = loader.tiny_bert_embedder()
     prompts = ["a cyberpunk girl, trending on artstation!", "", "word " * 100]
     ids = bert.tokenize(prompts)
     assert ids.shape == (3, 77) and ids.dtype == torch.int64
@@ -268,13 +270,13 @@ def test_tiny_bert_tokenize_and_encode():
     z = bert.encode(prompts)
     assert z.shape == (3, 77, bert.config.n_embed) and z.dtype == torch.float32
     assert torch.allclose(bert.encode(prompts[:1])[0], z[0], atol=1e-5)  # rows are independent
-    again = bert_mod.tiny_bert_embedder()
+    again = loader.tiny_bert_embedder()
     assert torch.equal(again.encode(prompts), z)
     assert torch.equal(bert.tokenize("a cat"), bert.tokenize(["a cat"]))
 
 
 def test_bert_rejects_too_many_tokens():
-    bert = bert_mod.tiny_bert_embedder()
+    bert = loader.tiny_bert_embedder()
     with pytest.raises(ValueError, match="at most 77"):
         bert(torch.zeros(1, 78, dtype=torch.long))
 
@@ -285,16 +287,16 @@ def _write_vocab(path: Path, vocab: dict[str, int]):
 
 
 def test_bert_roundtrip_unseen_config(tmp_path):
-    vocab = bert_mod.tiny_vocab()
-    config = bert_mod.BertConfig(n_embed=24, n_layer=3, vocab_size=len(vocab) + 5, max_seq_len=77, heads=3)
-    model = bert_mod.tiny_bert_embedder(seed=5, config=config)
+    vocab = tiny_vocab()
+    config = BertConfig(n_embed=24, n_layer=3, vocab_size=len(vocab) + 5, max_seq_len=77, heads=3)
+    model = loader.tiny_bert_embedder(seed=5, config=config)
     sd = model.state_dict()
     # bert.pt carries the unused LM head too
     sd["transformer.to_logits.weight"] = torch.randn(config.vocab_size, config.n_embed)
     sd["transformer.to_logits.bias"] = torch.randn(config.vocab_size)
     torch.save(sd, tmp_path / "bert.pt")
     _write_vocab(tmp_path / "vocab.txt", vocab)
-    loaded = bert_mod.load_bert_embedder(tmp_path / "bert.pt", tmp_path / "vocab.txt")
+    loaded = loader.load_bert_embedder(tmp_path / "bert.pt", tmp_path / "vocab.txt")
     assert loaded.config == config
     assert not hasattr(loaded.transformer, "to_logits")
     prompts = ["a red sky over the sea", "photo of a dog"]
@@ -303,34 +305,34 @@ def test_bert_roundtrip_unseen_config(tmp_path):
 
 
 def test_bert_loader_errors(tmp_path):
-    model = bert_mod.tiny_bert_embedder()
+    model = loader.tiny_bert_embedder()
     sd = model.state_dict()
-    _write_vocab(tmp_path / "vocab.txt", bert_mod.tiny_vocab())
+    _write_vocab(tmp_path / "vocab.txt", tiny_vocab())
     torch.save({k: v for k, v in sd.items() if "layers.1.1.net.2.bias" not in k}, tmp_path / "missing.pt")
     with pytest.raises(ValueError, match="missing"):
-        bert_mod.load_bert_embedder(tmp_path / "missing.pt", tmp_path / "vocab.txt")
+        loader.load_bert_embedder(tmp_path / "missing.pt", tmp_path / "vocab.txt")
     small = {**sd, "transformer.token_emb.weight": sd["transformer.token_emb.weight"][:50]}
     torch.save(small, tmp_path / "small.pt")
     with pytest.raises(ValueError, match="vocab"):
-        bert_mod.load_bert_embedder(tmp_path / "small.pt", tmp_path / "vocab.txt")
+        loader.load_bert_embedder(tmp_path / "small.pt", tmp_path / "vocab.txt")
     bad_logits = {**sd, "transformer.to_logits.weight": torch.zeros(3, 3)}
     torch.save(bad_logits, tmp_path / "logits.pt")
     with pytest.raises(ValueError, match="to_logits"):
-        bert_mod.load_bert_embedder(tmp_path / "logits.pt", tmp_path / "vocab.txt")
+        loader.load_bert_embedder(tmp_path / "logits.pt", tmp_path / "vocab.txt")
 
 
 def test_full_size_bert_on_meta():
-    full = bert_mod.full_bert_meta()
+    full = loader.full_bert_meta()
     assert sum(p.numel() for p in full.parameters()) == 581_994_042
-    derived = bert_mod.config_from_state_dict(full.state_dict())
+    derived = loader.bert_config_from_state_dict(full.state_dict())
     assert (derived.n_embed, derived.n_layer, derived.heads, derived.vocab_size) == (1280, 32, 8, 30522)
 
 
 def test_bert_parity_on_generated_folder(tmp_path):
     """run_fixture on a folder it has never seen: other sizes, case names and vocab."""
-    vocab = bert_mod.tiny_vocab()
-    config = bert_mod.BertConfig(n_embed=32, n_layer=1, vocab_size=len(vocab), heads=1)
-    model = bert_mod.tiny_bert_embedder(seed=9, config=config)
+    vocab = tiny_vocab()
+    config = BertConfig(n_embed=32, n_layer=1, vocab_size=len(vocab), heads=1)
+    model = loader.tiny_bert_embedder(seed=9, config=config)
     torch.save(model.state_dict(), tmp_path / "b.pt")
     _write_vocab(tmp_path / "vocab.txt", vocab)
     prompts = np.array(["a blue cat", "digital art of the city at night"])

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import MISSING, asdict, dataclass
-from pathlib import Path
 
 # flag -> the only value this implementation computes (dalle-mini's defaults for DALL·E Mega)
 REQUIRED_FLAGS = {
