@@ -109,7 +109,7 @@ def seed_param() -> Param:
 
 
 def parse(parameters: dict | None, specs) -> dict:
-    """Validated values for `specs` from a request's parameters; other keys belong to other executors and are ignored."""
+    """Validated values for `specs` from a request's parameters; other keys belong to other executors (ignored)."""
     parameters = parameters or {}
     if not isinstance(parameters, dict):
         raise ValueError(f"parameters: must be a mapping, got {type(parameters).__name__}")

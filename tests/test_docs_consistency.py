@@ -41,7 +41,7 @@ def test_every_endpoint_and_parameter_is_checked(checker, executors, readme):
 
 
 @pytest.mark.parametrize("old, new, problem", [
-    ("`num_images` (8; 1–32)", "`num_images` (8; 1–16)", "/ (dalle): `num_images` range is (1.0, 32.0) in the code"),
+    ("`num_images` (8; 1–32)", "`num_images` (8; 1–16)", "/ (dalle): `num_images` range is (1.0, 32.0) in the"),
     ("`num_images` (36; 1–36)", "`num_images` (12; 1–36)", "/diffuse (diffusion): `num_images` default is 36"),
     ("`adaptive_thresh_c` (2; ±255)", "`adaptive_thresh_c` (2; ±128)", "`adaptive_thresh_c` range"),
     ("`adaptive_gaussian`), `binary_thresh", "`otsu`), `binary_thresh", "`thresholding_type` choices"),

@@ -102,7 +102,8 @@ def test_environment_sets_toggles_devices_gpus_replicas():
     # every toggle set away from its default, so a variable that is not read fails the test
     env = {"DISABLE_DALLE_MEGA": "1", "DISABLE_SWINIR": "no", "ENABLE_CLIPSEG": "OFF",
            "DALLE_FLOW_DEVICE_DIFFUSION": "cuda:1", "DALLE_FLOW_CUDA_DEVICES_RERANK": "RR",
-           "DALLE_FLOW_CUDA_DEVICES_CLIPSEG": "1", "DALLE_FLOW_REPLICAS_DIFFUSION": "2", "DALLE_FLOW_REPLICAS_DALLE": "3"}
+           "DALLE_FLOW_CUDA_DEVICES_CLIPSEG": "1", "DALLE_FLOW_REPLICAS_DIFFUSION": "2",
+           "DALLE_FLOW_REPLICAS_DALLE": "3"}
     defaults = ServeOptions()
     assert (defaults.disable_dalle_mega, defaults.disable_swinir, defaults.enable_clipseg) == (False, False, True)
     options = ServeOptions(**toggles_from_env(env))

@@ -171,8 +171,10 @@ def find_disagreements(readme: str, executors: dict[str, dict], declarations: di
     declarations = served_declarations(executors) if declarations is None else declarations
     table = readme_table(readme)
     served = set().union(*(served_endpoints(e["cls"]) for e in executors.values()))
-    problems = [f"{endpoint}: served by flow.yml but not in the README table" for endpoint in sorted(served - set(table))]
-    problems += [f"{endpoint}: in the README table but not served by flow.yml" for endpoint in sorted(set(table) - served)]
+    problems = [f"{endpoint}: served by flow.yml but not in the README table"
+                for endpoint in sorted(served - set(table))]
+    problems += [f"{endpoint}: in the README table but not served by flow.yml"
+                 for endpoint in sorted(set(table) - served)]
     for endpoint, cell in table.items():
         params = declarations.get(endpoint, {})
         if not params:

@@ -16,8 +16,8 @@ from dalle_flow.pipelines.dalle_mega import BATCH_SIZE, DALLE_PARAMS, DalleMegaP
 
 
 class DalleMega(Executor):
-    def __init__(self, device: str = "auto", dtype: str = "auto", batch_size: int = BATCH_SIZE.default, preset: str | None = None,
-                 weights_dir: str | None = None, **kwargs):
+    def __init__(self, device: str = "auto", dtype: str = "auto", batch_size: int = BATCH_SIZE.default,
+                 preset: str | None = None, weights_dir: str | None = None, **kwargs):
         super().__init__(**kwargs)
         self.preset = "tiny" if is_tiny(preset) else "real"
         device, dtype = resolve_device(device, dtype)

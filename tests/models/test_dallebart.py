@@ -301,7 +301,8 @@ def test_non_code_ids_are_masked(small):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(codebook_size=10 ** 6), "codebook_size"), (dict(uncond_ids=None), "uncond_ids"), (dict(text_ids=torch.ones(2, 5, dtype=torch.long)), "text_ids"),
+    (dict(codebook_size=10 ** 6), "codebook_size"), (dict(uncond_ids=None), "uncond_ids"),
+    (dict(text_ids=torch.ones(2, 5, dtype=torch.long)), "text_ids"),
     (dict(text_ids=torch.full((1, 5), 10 ** 6)), "text_ids"), (dict(text_ids=torch.ones(1, 99, dtype=torch.long)),
                                                                "length"),
 ])

@@ -1,6 +1,6 @@
 """LDM KL-f8 autoencoder (`ldm.models.autoencoder.AutoencoderKL`), the first stage of GLID-3 XL.
 
-    vae = load_kl_vae("kl-f8.pt")                       # loader.py: pickled whole module, plain state_dict or {'state_dict': ...}
+    vae = load_kl_vae("kl-f8.pt")                       # (loader.py) pickled module, state_dict or {'state_dict': ...}
     mean, logvar = vae.encode(x)                        # x: (N, 3, H, W) in [-1, 1]; logvar clamped to [-30, 20]
     z = sample_posterior(mean, logvar, generator)       # (N, 4, H/8, W/8)
     image = vae.decode(z)                               # (N, 3, H, W), roughly [-1, 1], not clamped

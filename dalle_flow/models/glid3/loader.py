@@ -10,8 +10,8 @@ import torch
 
 from dalle_flow.runtime.state_dict import load_state_dict_strict
 from dalle_flow.models.glid3.bert import BertEmbedder
-from dalle_flow.models.glid3.config import (DIM_HEAD, FINETUNE_CONFIG, TINY_UNET_CONFIG, BertConfig, KLConfig, UNetConfig,
-                                            tiny_bert_config, tiny_kl_config)
+from dalle_flow.models.glid3.config import (DIM_HEAD, FINETUNE_CONFIG, TINY_UNET_CONFIG, BertConfig, KLConfig,
+                                            UNetConfig, tiny_bert_config, tiny_kl_config)
 from dalle_flow.models.glid3.kl_vae import AutoencoderKL
 from dalle_flow.models.glid3.tokenizer import make_tokenizer, tiny_vocab
 from dalle_flow.models.glid3.unet import UNet
