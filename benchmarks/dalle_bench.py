@@ -17,6 +17,7 @@ Run with OMP_NUM_THREADS=1 for comparable numbers on a shared machine (the table
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import subprocess
@@ -34,7 +35,8 @@ from dalle_flow.runtime.flax_msgpack_writer import write_flax_msgpack  # noqa: E
 from dalle_flow.models.dallebart.config import DalleBartConfig  # noqa: E402
 from dalle_flow.models.dallebart.loader import build_empty, flax_shapes, randomize_  # noqa: E402
 from dalle_flow.models.dallebart.model import DalleBart  # noqa: E402
-from dalle_flow.models.dallebart.sampling import SamplingSettings, gumbel_noise, sample_rows  # noqa: E402
+from dalle_flow.models.dallebart.decode_loop import TokenLoop  # noqa: E402
+from dalle_flow.models.dallebart.sampling import SamplingSettings  # noqa: E402
 
 MEGA = dict(d_model=2048, encoder_layers=24, decoder_layers=24, encoder_attention_heads=32, decoder_attention_heads=32,
             encoder_ffn_dim=4096, decoder_ffn_dim=4096, encoder_vocab_size=50272)
@@ -127,19 +129,16 @@ def first_step_logits_min_dalle(decoder, encoder_state, text_mask, images: int):
 def run_ours(model: DalleBart, encoder_state, text_mask, images: int, steps: int, cond_scale: float, seed: int):
     hidden = encoder_state[[1, 0]]  # our order: conditional prompt first
     cache = model.init_cache(hidden, text_mask[[1, 0]], 2 * images)
-    generator = torch.Generator().manual_seed(seed)
     settings = SamplingSettings(cond_scale=cond_scale, top_k=TOP_K, top_p=0.9, temperature=1.0)
-    codes = sample_rows(model, cache, images, True, settings,
-                        lambda step, rows, vocab: gumbel_noise((rows, vocab), generator, "cpu"),
-                        model.config.image_codebook_size, steps, None)
-    return codes[:, 1:]
+    loop = TokenLoop(model, cache, images, images, True, settings, model.config.image_codebook_size, steps)
+    return loop.run(torch.Generator().manual_seed(seed))
 
 
 def first_step_logits_ours(model: DalleBart, encoder_state, text_mask, images: int):
     with torch.no_grad():
         cache = model.init_cache(encoder_state[[1, 0]], text_mask[[1, 0]], 2 * images)
         start = torch.full((2 * images,), model.config.decoder_start_token_id, dtype=torch.long)
-        return model.step_logits(start, 0, cache)
+        return model.step_logits(start, torch.tensor(0), cache)
 
 
 def bench_decoding(steps: int, batches: list[int], repeats: int, dims: dict) -> list[dict]:
@@ -233,7 +232,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="64 decoding steps and a ~0.8 GB synthetic file")
     parser.add_argument("--steps", type=int, default=None, help="decoding steps (default 256, quick 64)")
-    parser.add_argument("--repeats", type=int, default=1, help="timed runs per setting (best is reported)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per setting (the best is reported)")
     parser.add_argument("--d-model", type=int, default=MID["d_model"], help="decoder width (head dim stays 64)")
     parser.add_argument("--layers", type=int, default=MID["decoder_layers"], help="decoder layers")
     parser.add_argument("--skip-decode", action="store_true")
@@ -242,6 +241,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.load_child:
         return load_child(args.load_child)
+    if not args.skip_decode and importlib.util.find_spec("min_dalle") is None:  # find_spec: importing sets threads
+        parser.error("the decoding comparison needs min-dalle (pip install --no-deps min-dalle==0.4.11), or pass "
+                     "--skip-decode")
     torch.set_grad_enabled(False)
     steps = args.steps or (64 if args.quick else 256)
     print(f"torch {torch.__version__}, CPU threads {torch.get_num_threads()}")

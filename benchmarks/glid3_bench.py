@@ -7,7 +7,7 @@ and refinement (`/diffuse`, skip_rate 0.5), as the `diffusion` executor runs the
 The models are built in memory with the real architectures (UNet of finetune.pt: 872 M parameters, no clip_proj like
 the released file; KL-f8 autoencoder; the 32-layer 1280-wide BERT of bert.pt) and random weights: nothing in the
 computation depends on the values, so they time like the released files. The BERT tokenizer is the tiny preset's
-WordPiece vocab (only token ids differ). On a GPU the UNet runs in float16 (the executor's `dtype: auto`) and float32;
+WordPiece vocab (only token ids differ). On a GPU the UNet runs in float16 and float32 (the executor's `dtype: auto`);
 BERT and the VAE stay float32 as in the executor.
 
 Each row runs in its own child process. "peak extra" is the peak resident memory during the timed call minus the

@@ -42,6 +42,9 @@ from dalle_flow.models.glid3.plms import MIN_SAMPLING_STEPS, PlmsSampler, initia
 from dalle_flow.models.glid3.schedule import SpacedSchedule
 from dalle_flow.models.glid3.unet import UNet
 
+# dtype 'auto' of the UNet on a GPU: float32, as the reference sampled (use_fp16=False). Half precision is opt-in
+# (dtype: float16) until benchmarks/gpu_suite.py shows the final latent within HALF_TOLERANCE of float32.
+UNET_GPU_DEFAULT_DTYPE = torch.float32
 IMAGE_SIZE = 256
 DIFFUSION_STEPS = 1000  # the trained diffusion process; respacing cannot exceed it
 NUM_IMAGES_MAX = 36  # the seed README's step 2 asks for 36 refinements in one call; batched by `batch_size`

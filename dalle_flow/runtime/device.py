@@ -7,13 +7,14 @@ DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.floa
           "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
 
 
-def resolve_device(device: str | torch.device | None = "auto",
-                   dtype: str | torch.dtype | None = "auto") -> tuple[torch.device, torch.dtype]:
+def resolve_device(device: str | torch.device | None = "auto", dtype: str | torch.dtype | None = "auto",
+                   gpu_default: torch.dtype = torch.float16) -> tuple[torch.device, torch.dtype]:
     """An executor's `device`/`dtype` settings as torch objects; the executors are the one layer that calls this, and
     pipelines and loaders take what it returns.
 
-    device 'auto' (or None) takes the first CUDA device when there is one, else the CPU. dtype 'auto' runs float16 on a
-    GPU and float32 on the CPU (CPU half kernels are slow or missing)."""
+    device 'auto' (or None) takes the first CUDA device when there is one, else the CPU. dtype 'auto' runs
+    `gpu_default` on a GPU (float16, unless a model keeps its reference's float32) and float32 on the CPU (CPU half
+    kernels are slow or missing)."""
     if device in (None, "", "auto"):
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     else:
@@ -23,7 +24,7 @@ def resolve_device(device: str | torch.device | None = "auto",
     if isinstance(dtype, torch.dtype):
         return device, dtype
     if dtype in (None, "", "auto"):
-        return device, torch.float16 if device.type == "cuda" else torch.float32
+        return device, gpu_default if device.type == "cuda" else torch.float32
     if dtype not in DTYPES:
         raise ValueError(f"dtype: must be one of auto, {', '.join(DTYPES)}, got {dtype!r}")
     return device, DTYPES[dtype]

@@ -22,7 +22,8 @@ from dalle_flow.serving.outputs import image_document, request_timer
 from dalle_flow.serving.presets import is_tiny
 from dalle_flow.serving.weights import resolve, resolve_hf_model
 from dalle_flow.models.clip import DEFAULT_CLIP, ClipEmbedder, load_clip, tiny_clip
-from dalle_flow.pipelines.glid3 import BATCH_SIZE, GENERATE_PARAMS, REFINE_PARAMS, Glid3Pipeline
+from dalle_flow.pipelines.glid3 import (BATCH_SIZE, GENERATE_PARAMS, REFINE_PARAMS, UNET_GPU_DEFAULT_DTYPE,
+                                        Glid3Pipeline)
 
 GENERATOR = "GLID3-XL"
 WEIGHT_FILES = ("finetune.pt", "kl-f8.pt", "bert.pt", "vocab.txt")
@@ -54,7 +55,8 @@ def prompt_clip_embedding(doc, prompt: str, clip: ClipEmbedder | None, dim: int 
 
 def load_pipeline(device: str, dtype: str, preset: str | None, clip_model_name: str, weights_dir: str | None):
     """(pipeline, CLIP or None). Real files are resolved before anything loads, so a missing one fails first."""
-    device, dtype = resolve_device(device, dtype)  # the UNet's dtype: BERT and the VAE stay float32 in the pipeline
+    # the UNet's dtype (the reference's float32 by default): BERT and the VAE stay float32 in the pipeline
+    device, dtype = resolve_device(device, dtype, UNET_GPU_DEFAULT_DTYPE)
     if is_tiny(preset):
         clip = tiny_clip(device)
         # the tiny UNet gets a clip_proj of the tiny CLIP's width, so the tiny Flow runs the CLIP-conditioned path

@@ -14,7 +14,7 @@ from dalle_flow.serving.presets import is_tiny, preset_tags
 from dalle_flow.serving.weights import resolve
 from dalle_flow.runtime.device import resolve_device
 from dalle_flow.models.swinir import load_swinir, tiny_swinir
-from dalle_flow.pipelines.swinir import check_tiling, upscale, upscale_params
+from dalle_flow.pipelines.swinir import GPU_DEFAULT_DTYPE, check_tiling, upscale, upscale_params
 
 SWINIR_FILE = "003_realSR_BSRGAN_DFOWMFC_s64w8_SwinIR-L_x4_GAN.pth"
 REAL_LABEL = "SwinIR-L real-SR x4 GAN"
@@ -29,7 +29,7 @@ class SwinIRUpscaler(Executor):
                  weights_dir: str | None = None, max_input_side: int = DEFAULT_MAX_INPUT_SIDE, **kwargs):
         super().__init__(**kwargs)
         self.preset = preset
-        device, dtype = resolve_device(device, dtype)
+        device, dtype = resolve_device(device, dtype, GPU_DEFAULT_DTYPE)
         if is_tiny(preset):
             self.model, self.label = tiny_swinir(device, dtype), TINY_LABEL
         else:

@@ -68,16 +68,21 @@ class Attention(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
         return self.out_proj(self._merge(out))
 
-    def step(self, x: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, position: int) -> torch.Tensor:
-        """Causal self-attention for one new token per row, appending its key/value to a preallocated cache.
+    def step(self, x: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, position: torch.Tensor,
+             visible: torch.Tensor | None) -> torch.Tensor:
+        """Causal self-attention for one new token per row, writing its key/value into a preallocated cache.
 
-        x: (R, 1, d_model); caches: (R, H, S, D) with S >= position + 1. Positions after `position` are never read,
-        so no mask is needed and the cache needs no clearing between uses.
+        x: (R, 1, d_model); caches: (R, H, S, D); position: 0-d long tensor on the device. visible: (1, S) bool, True
+        for cache slots 0..position: every shape is then fixed for the whole sampling run and the position is never
+        read on the host, so the step can be captured once (CUDA graph) and replayed for every token; the slots after
+        `position` hold zeros or a previous run's keys and get zero weight. visible None: the caller passed caches
+        cut to slots 0..position (eager decoding, where the masked slots would only cost time).
         """
         q, k, v = self._split(self.q_proj(x)), self._split(self.k_proj(x)), self._split(self.v_proj(x))
-        k_cache[:, :, position:position + 1] = k
-        v_cache[:, :, position:position + 1] = v
-        out = F.scaled_dot_product_attention(q, k_cache[:, :, :position + 1], v_cache[:, :, :position + 1])
+        index = position.view(1)
+        k_cache.index_copy_(2, index, k)
+        v_cache.index_copy_(2, index, v)
+        out = F.scaled_dot_product_attention(q, k_cache, v_cache, attn_mask=visible)
         return self.out_proj(self._merge(out))
 
     def project_kv(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

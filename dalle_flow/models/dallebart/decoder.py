@@ -3,6 +3,9 @@
 Rows of a decoding batch are grouped by prompt: G prompts (e.g. the text and the empty unconditional text), each
 shared by n consecutive rows (the images). Cross-attention keys/values are computed once per prompt (G of them, not
 G*n) when the cache is built, and self-attention keys/values are written in place at each step.
+
+`step` has the same shapes at every position (the position is a device tensor, attention spans the whole cache with
+the later slots masked), so a sampling loop can capture it once and replay it for each token (see decode_loop.py).
 """
 from __future__ import annotations
 
@@ -53,8 +56,8 @@ class DecoderLayer(nn.Module):
         h = h + self.self_attn_ln(self.self_attn(self.pre_self_attn_ln(h), causal=True))
         return self._cross_and_glu(h, k, v, key_mask)
 
-    def step(self, h, self_k, self_v, position: int, k, v, key_mask) -> torch.Tensor:
-        h = h + self.self_attn_ln(self.self_attn.step(self.pre_self_attn_ln(h), self_k, self_v, position))
+    def step(self, h, self_k, self_v, position: torch.Tensor, visible: torch.Tensor, k, v, key_mask) -> torch.Tensor:
+        h = h + self.self_attn_ln(self.self_attn.step(self.pre_self_attn_ln(h), self_k, self_v, position, visible))
         return self._cross_and_glu(h, k, v, key_mask)
 
 
@@ -86,7 +89,8 @@ class Decoder(nn.Module):
         return self._final(h)
 
     def init_cache(self, encoder_hidden: torch.Tensor, encoder_mask: torch.Tensor, rows: int) -> DecoderCache:
-        """Allocate the cache for `rows` decoding rows over G = encoder_hidden.shape[0] prompts (rows % G == 0)."""
+        """Allocate the cache for `rows` decoding rows over G = encoder_hidden.shape[0] prompts (rows % G == 0).
+        Self-attention slots start at zero: masked slots get zero weight, and zero times a stale NaN would not be."""
         g = encoder_hidden.shape[0]
         if rows % g:
             raise ValueError(f"rows ({rows}) must be a multiple of the number of prompts ({g})")
@@ -96,22 +100,28 @@ class Decoder(nn.Module):
         like = dict(dtype=encoder_hidden.dtype, device=encoder_hidden.device)
         cross = [layer.cross_attn.project_kv(encoder_hidden) for layer in self.layers]
         return DecoderCache(
-            self_k=[torch.empty(shape, **like) for _ in self.layers],
-            self_v=[torch.empty(shape, **like) for _ in self.layers],
+            self_k=[torch.zeros(shape, **like) for _ in self.layers],
+            self_v=[torch.zeros(shape, **like) for _ in self.layers],
             cross_k=[k for k, _ in cross], cross_v=[v for _, v in cross],
             cross_mask=encoder_mask.to(torch.bool),
         )
 
-    def step(self, ids: torch.Tensor, position: int, cache: DecoderCache) -> torch.Tensor:
-        """One token per row at `position`: (R,) ids -> (R, d) hidden states. R may be less than cache.rows (a
-        smaller last batch): the first R rows of the cache are used, still grouped as G blocks of R // G rows."""
+    def step(self, ids: torch.Tensor, position: torch.Tensor, cache: DecoderCache,
+             length: int | None = None) -> torch.Tensor:
+        """One token per row at `position` (a 0-d long tensor on the model's device, 0..image_length - 1; it is not
+        checked here, which would read it on the host): (R,) ids -> (R, d) hidden states. R may be less than
+        cache.rows (a smaller last batch): the first R rows of the cache are used, still grouped as G blocks of
+        R // G rows.
+
+        length None: static shapes (self-attention over every cache slot, the later ones masked), for capture.
+        length = position + 1, known on the host: attention over the filled slots only, the faster eager form."""
         rows = ids.shape[0]
         if rows % cache.groups or rows > cache.rows:
             raise ValueError(f"{rows} rows do not fit a cache of {cache.rows} rows over {cache.groups} prompts")
-        if not 0 <= position < self.config.image_length:
-            raise ValueError(f"position {position} outside 0..{self.config.image_length - 1}")
-        h = self._embed(ids[:, None], self.embed_positions.weight[position])
+        slots = cache.self_k[0].shape[2] if length is None else length
+        visible = (torch.arange(slots, device=ids.device) <= position)[None] if length is None else None
+        h = self._embed(ids[:, None], self.embed_positions(position.view(1)))
         for i, layer in enumerate(self.layers):
-            h = layer.step(h, cache.self_k[i][:rows], cache.self_v[i][:rows], position,
-                           cache.cross_k[i], cache.cross_v[i], cache.cross_mask)
+            h = layer.step(h, cache.self_k[i][:rows, :, :slots], cache.self_v[i][:rows, :, :slots], position,
+                           visible, cache.cross_k[i], cache.cross_v[i], cache.cross_mask)
         return self._final(h)[:, 0]

@@ -38,6 +38,8 @@ class DalleBart(nn.Module):
     def init_cache(self, encoder_hidden: torch.Tensor, encoder_mask: torch.Tensor, rows: int) -> DecoderCache:
         return self.decoder.init_cache(encoder_hidden, encoder_mask, rows)
 
-    def step_logits(self, ids: torch.Tensor, position: int, cache: DecoderCache) -> torch.Tensor:
-        """(R,) previous tokens at `position` -> (R, image_vocab_size + 1) next-token logits."""
-        return self.lm_head(self.decoder.step(ids, position, cache))
+    def step_logits(self, ids: torch.Tensor, position: torch.Tensor, cache: DecoderCache,
+                    length: int | None = None) -> torch.Tensor:
+        """(R,) previous tokens at `position` (0-d long tensor on the device) -> (R, image_vocab_size + 1) logits.
+        length: see Decoder.step (None: static shapes for capture; position + 1: eager)."""
+        return self.lm_head(self.decoder.step(ids, position, cache, length))

@@ -58,32 +58,45 @@ def guide(logits_cond: torch.Tensor, logits_uncond: torch.Tensor, scale: float) 
     return logits_uncond + scale * (logits_cond - logits_uncond)
 
 
-def gumbel_noise(shape, generator: torch.Generator, device) -> torch.Tensor:
-    """float32 Gumbel(0, 1) noise; argmax(logits + noise) is an exact categorical sample."""
-    u = torch.rand(shape, generator=generator, device=device, dtype=torch.float32)
+def gumbel_from_uniform(u: torch.Tensor) -> torch.Tensor:
+    """Gumbel(0, 1) noise from float32 uniform numbers in [0, 1); argmax(logits + noise) is an exact categorical
+    sample."""
     return -torch.log(-torch.log(u.clamp_min(torch.finfo(torch.float32).tiny)))
+
+
+def gumbel_noise(shape, generator: torch.Generator, device) -> torch.Tensor:
+    return gumbel_from_uniform(torch.rand(shape, generator=generator, device=device, dtype=torch.float32))
+
+
+def nucleus(logits: torch.Tensor, temperature, top_k: int, top_p) -> tuple[torch.Tensor, torch.Tensor]:
+    """temperature -> top-k -> top-p, kept sparse: (k logits sorted descending with the ones top-p removes at -inf,
+    their vocabulary ids). top_k 0 keeps the whole vocabulary (sorted).
+
+    The nucleus is computed on the k values `topk` already returns sorted (the ids top-k removed have zero probability
+    either way), avoiding a sort over the whole vocabulary. `temperature` and `top_p` may be numbers or 0-d tensors
+    on the logits' device: nothing here branches on their values, so a captured decoding step reads them from device
+    memory (top_p >= 1 keeps every token)."""
+    logits = logits / temperature
+    if 0 < top_k < logits.shape[-1]:
+        ordered, indices = logits.topk(top_k, dim=-1)
+    else:
+        ordered, indices = logits.sort(dim=-1, descending=True)
+    cumulative = F.softmax(ordered, dim=-1).cumsum(dim=-1)
+    keep = torch.ones_like(ordered, dtype=torch.bool)
+    keep[..., 1:] = (cumulative[..., :-1] < top_p) | (top_p >= 1.0)
+    return ordered.masked_fill(~keep, -math.inf), indices
 
 
 def warp(logits: torch.Tensor, settings: SamplingSettings,
          want_top_k: bool = False) -> tuple[torch.Tensor | None, torch.Tensor]:
-    """temperature -> top-k -> top-p -> (logits after top-k if asked for, else None; logits after top-p).
-
-    The nucleus is computed on the k values `topk` already returns sorted (the removed ids have zero probability
-    either way), avoiding a sort over the whole vocabulary; the tests compare it with the plain filters in turn."""
-    if settings.temperature != 1.0:
-        logits = logits / settings.temperature
-    k = settings.top_k
-    if 0 < k < logits.shape[-1]:
-        ordered, indices = logits.topk(k, dim=-1)
-    else:
-        ordered, indices = logits.sort(dim=-1, descending=True)
-    after_top_k = torch.full_like(logits, -math.inf).scatter_(-1, indices, ordered) if want_top_k else None
-    if settings.top_p < 1.0:
-        cumulative = F.softmax(ordered, dim=-1).cumsum(dim=-1)
-        keep = torch.ones_like(ordered, dtype=torch.bool)
-        keep[..., 1:] = cumulative[..., :-1] < settings.top_p
-        ordered = ordered.masked_fill(~keep, -math.inf)
-    return after_top_k, torch.full_like(logits, -math.inf).scatter_(-1, indices, ordered)
+    """temperature -> top-k -> top-p over the whole vocabulary -> (logits after top-k if asked for, else None; logits
+    after top-p, -inf where removed); the tests compare it with the plain filters in turn."""
+    kept, indices = nucleus(logits, settings.temperature, settings.top_k, settings.top_p)
+    after_top_k = None
+    if want_top_k:
+        scaled = (logits / settings.temperature).gather(-1, indices)
+        after_top_k = torch.full_like(logits, -math.inf).scatter_(-1, indices, scaled)
+    return after_top_k, torch.full_like(logits, -math.inf).scatter_(-1, indices, kept)
 
 
 def _encode_prompts(model: DalleBart, text_ids, text_mask, uncond_ids, uncond_mask, guided: bool):
@@ -110,7 +123,9 @@ def sample_rows(model: DalleBart, cache: DecoderCache, rows: int, guided: bool, 
     finished = torch.zeros(rows, dtype=torch.bool, device=device)
     for step in range(steps):
         token = sequences[:, step]
-        logits = model.step_logits(torch.cat([token, token]) if guided else token, step, cache).float()
+        position = torch.tensor(step, device=device)
+        logits = model.step_logits(torch.cat([token, token]) if guided else token, position, cache,
+                                   step + 1).float()
         if guided:
             logits_cond, logits_uncond = logits[:rows], logits[rows:]
             logits = guide(logits_cond, logits_uncond, settings.cond_scale)
@@ -167,8 +182,10 @@ def _check_ids(name: str, ids: torch.Tensor, model: DalleBart):
 def generate_tokens(model: DalleBart, text_ids: torch.Tensor, uncond_ids: torch.Tensor, num_images: int, seed: int,
                     *, cond_scale: float, top_k: int | None, top_p: float | None, temperature: float | None,
                     batch_size: int, codebook_size: int | None = None, text_mask: torch.Tensor | None = None,
-                    uncond_mask: torch.Tensor | None = None) -> torch.LongTensor:
+                    uncond_mask: torch.Tensor | None = None, capture: bool | None = None) -> torch.LongTensor:
     """Sample `num_images` images for one prompt -> (num_images, image_length) VQGAN codes on the model's device.
+
+    Decoding runs `decode_loop.TokenLoop`; capture (None: on CUDA) replays its step as a CUDA graph, same tokens.
 
     text_ids / uncond_ids: (1, T) from the processor (uncond = tokenised "", NOT normalised). Masks default to
     ids != text pad id (1). codebook_size (default: the model's, 16384 for mega) bounds the returned codes; pass a
@@ -192,20 +209,20 @@ def generate_tokens(model: DalleBart, text_ids: torch.Tensor, uncond_ids: torch.
         uncond_ids = uncond_ids.to(device=device, dtype=torch.long)
         uncond_mask = (uncond_ids != pad).long() if uncond_mask is None else uncond_mask.to(device).long()
 
+    from dalle_flow.models.dallebart.decode_loop import TokenLoop  # built on this module's primitives
+
     hidden, mask = _encode_prompts(model, text_ids, text_mask, uncond_ids, uncond_mask, guided)
     first_batch = min(batch_size, num_images)
     cache = model.init_cache(hidden, mask, first_batch * (2 if guided else 1))  # reused by every batch
     generator = seeded_generator(seed, device)
-
-    def noise(step: int, rows: int, vocab: int) -> torch.Tensor:
-        return gumbel_noise((batch_size, vocab), generator, device)[:rows]
-
-    steps = model.config.image_length
+    capture = device.type == "cuda" if capture is None else capture
+    loops: dict[int, TokenLoop] = {}  # by batch rows: a smaller last batch gets its own (captured) step
     batches = []
     for start in range(0, num_images, batch_size):
         rows = min(batch_size, num_images - start)
-        sequences = sample_rows(model, cache, rows, guided, settings, noise, codebook_size, steps, None)
-        batches.append(sequences[:, 1:])
+        if rows not in loops:
+            loops[rows] = TokenLoop(model, cache, rows, batch_size, guided, settings, codebook_size)
+        batches.append(loops[rows].run(generator, capture).clone())
     codes = torch.cat(batches)
     if int(codes.max()) >= codebook_size or int(codes.min()) < 0:  # cannot happen with the mask; never hand over
         raise RuntimeError(f"sampled ids outside the codebook 0..{codebook_size - 1}")
