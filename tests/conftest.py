@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import importlib.util
 import io
 import os
 import signal
@@ -18,6 +19,14 @@ from PIL import Image
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # the repository carries its own copy of the parity fixtures, so a fresh clone tests its loaders with nothing beside it
 FIXTURES_ROOT = Path(os.environ.get("DALLE_FLOW_FIXTURES", REPO_ROOT / "tests" / "fixtures" / "parity"))
+
+
+def load_script(relative: str):
+    """A repository script (tools/, benchmarks/) imported as a module, so tests can call its functions."""
+    spec = importlib.util.spec_from_file_location(Path(relative).stem, REPO_ROOT / relative)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def fixture_dirs() -> list[Path]:

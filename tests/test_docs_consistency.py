@@ -2,19 +2,14 @@
 (tools/check_docs.py), and the checker finds each kind of disagreement it exists for."""
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, load_script
 
 
 @pytest.fixture(scope="module")
 def checker():
-    spec = importlib.util.spec_from_file_location("check_docs", REPO_ROOT / "tools" / "check_docs.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("tools/check_docs.py")
 
 
 @pytest.fixture(scope="module")

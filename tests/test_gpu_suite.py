@@ -2,20 +2,16 @@
 the JSON holds every row, precision figure and memory entry the GPU run reports."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-from tests.conftest import FIXTURES_ROOT
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import FIXTURES_ROOT, REPO_ROOT as ROOT, load_script
 
 EXPECTED_ROWS = {
     ("DALL·E Mega", "9 images, decode loop eager"), ("DALL·E Mega", "16 images, decode loop eager"),
@@ -65,10 +61,7 @@ def test_tiny_suite_writes_every_figure(tmp_path):
 
 @pytest.fixture(scope="module")
 def suite():
-    spec = importlib.util.spec_from_file_location("gpu_suite", ROOT / "benchmarks" / "gpu_suite.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/gpu_suite.py")
 
 
 def _count(*modules) -> int:
