@@ -1,4 +1,5 @@
-"""Shared test helpers: fixture folders, free ports, a tiny Flow started once per module that needs it."""
+"""Shared test helpers: fixture folders, free ports, executor modules loaded in-process, and a tiny Flow started once
+per session for the tests that need one."""
 from __future__ import annotations
 
 import base64
@@ -33,6 +34,15 @@ def fixture_dirs() -> list[Path]:
     from dalle_flow.parity import find_fixture_dirs
 
     return find_fixture_dirs(FIXTURES_ROOT) if FIXTURES_ROOT.is_dir() else []
+
+
+def load_executor_module(folder: str, file: str = "executor.py"):
+    """executors/<folder>/<file> as a module, so that a test calls an executor without starting a Flow."""
+    path = REPO_ROOT / "executors" / folder / file
+    spec = importlib.util.spec_from_file_location(f"{folder}_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def free_ports(n: int) -> list[int]:

@@ -1,4 +1,4 @@
-"""Flows of their own: the store survives a restart byte for byte; TLS over gRPC and HTTPS; monitoring."""
+"""A Flow of its own: TLS over gRPC and HTTPS, and monitoring (the store's restart: tests/test_store.py)."""
 from __future__ import annotations
 
 import subprocess
@@ -6,26 +6,10 @@ import urllib.request
 
 import pytest
 from docarray import Document
-from jina import Client
 
-from tests.conftest import png_data_uri, start_tiny_flow, test_image
+from tests.conftest import start_tiny_flow
 
 pytestmark = pytest.mark.flow
-
-
-def test_store_survives_restart_byte_identical(tmp_path):
-    inputs = [png_data_uri(test_image(24, seed=s)) for s in range(3)]
-    flow = start_tiny_flow(tmp_path)
-    try:  # the store keeps what /upscale served (the upscaler's x4 PNG)
-        uris = [Document(uri=uri, text="keep me").post(flow.url("grpc") + "/upscale").uri for uri in inputs]
-    finally:
-        flow.close()
-    flow = start_tiny_flow(tmp_path)
-    try:
-        history = Client(host=flow.url("grpc")).post("/history", parameters={"limit": 10})
-    finally:
-        flow.close()
-    assert [d.uri for d in history] == uris[::-1]  # newest first, the very same PNG bytes
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,6 @@
 """The GLID-3 XL executor's own logic, without a Flow: parameters, prompt and CLIP embedding choice, start-up paths."""
 from __future__ import annotations
 
-import importlib.util
 import math
 
 import numpy as np
@@ -12,17 +11,14 @@ from docarray import Document, DocumentArray
 from dalle_flow.serving.weights import MissingWeightsError
 from dalle_flow.models.clip import tiny_clip
 from dalle_flow.pipelines.glid3 import GENERATE_PARAMS, REFINE_PARAMS, Glid3Pipeline
-from tests.conftest import REPO_ROOT, png_data_uri, test_image
+from tests.conftest import load_executor_module, png_data_uri, test_image
 
 torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
 def ex():
-    spec = importlib.util.spec_from_file_location("glid3_executor", REPO_ROOT / "executors" / "glid3" / "executor.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_executor_module("glid3")
 
 
 # -- parameters -------------------------------------------------------------------------------------------------------

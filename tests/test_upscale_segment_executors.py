@@ -1,7 +1,6 @@
 """The upscaler and clipseg executors without a Flow: the real-weights start-up paths and their configuration."""
 from __future__ import annotations
 
-import importlib.util
 
 import numpy as np
 import pytest
@@ -11,26 +10,19 @@ from docarray import Document, DocumentArray
 from dalle_flow.serving import weights
 from dalle_flow.models.clipseg import tiny_clipseg
 from dalle_flow.models.swinir import save_swinir, tiny_swinir
-from tests.conftest import REPO_ROOT, decode_data_uri, png_data_uri, test_image
+from tests.conftest import decode_data_uri, load_executor_module, png_data_uri, test_image
 
 torch.set_num_threads(1)
 
 
-def load_module(name: str):
-    spec = importlib.util.spec_from_file_location(f"{name}_executor", REPO_ROOT / "executors" / name / "executor.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def swinir_ex():
-    return load_module("swinir")
+    return load_executor_module("swinir")
 
 
 @pytest.fixture(scope="module")
 def clipseg_ex():
-    return load_module("clipseg")
+    return load_executor_module("clipseg")
 
 
 def upscaled(executor, image, parameters=None) -> Document:

@@ -1,6 +1,5 @@
 """CLIP in the Flow: `clip_encoder` (CLIP-as-service /encode and /rank; prompt embedding on /) and `rerank`
 (ranks every candidate of a prompt on /)."""
-from __future__ import annotations
 
 import numpy as np
 from docarray import DocumentArray

@@ -11,7 +11,6 @@ and nothing else. Images go out as inline PNG bytes, never as a URI: the service
 The access token (api.clip.jina.ai needs one) comes from $DALLE_FLOW_CLIP_TOKEN at start-up, so it never lands in a
 Flow YAML or a Kubernetes manifest.
 """
-from __future__ import annotations
 
 import os
 from urllib.parse import urlsplit

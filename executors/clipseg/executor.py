@@ -5,7 +5,6 @@ Request: `.uri` (or `.blob`/`.tensor`) = inline image, `.text` = what to segment
 inpainting; `invert: true` makes it the opaque part), and the mask alone as a chunk (grayscale PNG, kind
 `alpha_mask`). The original appended the RGBA image as a match instead; here the Document itself carries it.
 """
-from __future__ import annotations
 
 from docarray import Document, DocumentArray
 from jina import Executor, requests

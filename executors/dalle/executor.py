@@ -1,5 +1,4 @@
 """`dalle`: DALL·E Mega candidates on `/`, appended to each prompt Document's matches."""
-from __future__ import annotations
 
 from pathlib import Path
 

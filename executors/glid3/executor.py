@@ -9,7 +9,6 @@ CLIP conditioning is used only when finetune.pt has a `clip_proj` (the pipeline 
 CLIP embedding is the Document's `.embedding` (set on `/` by `clip_encoder`) or, when absent, computed here; the blank
 embedding is CLIP of the empty prompt, computed once at start-up. Without `clip_proj`, CLIP is not loaded at all.
 """
-from __future__ import annotations
 
 import numpy as np
 from docarray import DocumentArray

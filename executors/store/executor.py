@@ -1,5 +1,4 @@
 """`store`: persists every finished image (on /upscale) and serves them back on /history, newest first."""
-from __future__ import annotations
 
 import base64
 import os

@@ -4,7 +4,6 @@ A request Document is upscaled when it carries an image, and so is every match t
 whose matches are the candidates). Whatever is already tagged `upscaled` is left alone, so posting the same Document
 twice does not upscale it twice. The output replaces `.uri` (a PNG data URI); the candidate's own tags stay.
 """
-from __future__ import annotations
 
 from docarray import DocumentArray
 from jina import Executor, requests
