@@ -71,7 +71,8 @@ def test_bad_inputs_get_clear_errors_and_flow_keeps_serving(tiny_flow, endpoint,
     with pytest.raises(Exception) as err:
         doc.post(tiny_flow.url("grpc") + endpoint, parameters=parameters)
     assert message in error_text(err.value)
-    assert Document(text="still serving").post(tiny_flow.url("grpc")).embedding is not None
+    still = Document(text="still serving").post(tiny_flow.url("grpc"), parameters={"num_images": 1})
+    assert still.embedding is not None and len(still.matches) == 2  # one candidate of each generator
 
 
 def test_bad_input_over_http_reports_the_message(tiny_flow):
