@@ -1,5 +1,5 @@
-"""Shared test helpers: fixture folders, free ports, executor modules loaded in-process, and a tiny Flow started once
-per session for the tests that need one."""
+"""Shared test helpers: fixture folders, free ports, scripts and executors loaded in-process, and a tiny Flow started
+once per session for the tests that need one."""
 from __future__ import annotations
 
 import base64
@@ -23,7 +23,8 @@ FIXTURES_ROOT = Path(os.environ.get("DALLE_FLOW_FIXTURES", REPO_ROOT / "tests" /
 
 
 def load_script(relative: str):
-    """A repository script (tools/, benchmarks/) imported as a module, so tests can call its functions."""
+    """A repository script (tools/, benchmarks/, executors/) imported as a module, so tests can call its functions
+    (an executor without a Flow)."""
     spec = importlib.util.spec_from_file_location(Path(relative).stem, REPO_ROOT / relative)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -34,15 +35,6 @@ def fixture_dirs() -> list[Path]:
     from dalle_flow.parity import find_fixture_dirs
 
     return find_fixture_dirs(FIXTURES_ROOT) if FIXTURES_ROOT.is_dir() else []
-
-
-def load_executor_module(folder: str, file: str = "executor.py"):
-    """executors/<folder>/<file> as a module, so that a test calls an executor without starting a Flow."""
-    path = REPO_ROOT / "executors" / folder / file
-    spec = importlib.util.spec_from_file_location(f"{folder}_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def free_ports(n: int) -> list[int]:

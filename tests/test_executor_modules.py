@@ -2,14 +2,14 @@
 annotation on an endpoint's `docs` (e.g. from `from __future__ import annotations`) makes Jina warn and ignore it."""
 import pytest
 
-from tests.conftest import REPO_ROOT, load_executor_module
+from tests.conftest import REPO_ROOT, load_script
 
-MODULES = sorted(path.relative_to(REPO_ROOT / "executors") for path in (REPO_ROOT / "executors").glob("*/*.py"))
+MODULES = sorted(path.relative_to(REPO_ROOT) for path in (REPO_ROOT / "executors").glob("*/*.py"))
 
 
 @pytest.mark.parametrize("path", MODULES, ids=str)
 def test_executor_module_loads_without_warnings(path):
-    module = load_executor_module(path.parent.name, path.name)
+    module = load_script(str(path))
     executors = [value for value in vars(module).values() if getattr(value, "requests", None)
                  and getattr(value, "__module__", None) == module.__name__]
     assert executors, f"{path} defines no executor with endpoints"

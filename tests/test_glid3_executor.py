@@ -11,14 +11,14 @@ from docarray import Document, DocumentArray
 from dalle_flow.serving.weights import MissingWeightsError
 from dalle_flow.models.clip import tiny_clip
 from dalle_flow.pipelines.glid3 import GENERATE_PARAMS, REFINE_PARAMS, Glid3Pipeline
-from tests.conftest import load_executor_module, png_data_uri, test_image
+from tests.conftest import load_script, png_data_uri, test_image
 
 torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
 def ex():
-    return load_executor_module("glid3")
+    return load_script("executors/glid3/executor.py")
 
 
 # -- parameters -------------------------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 from docarray import Document, DocumentArray
 
 from dalle_flow.store import ImageStore, StoredImage
-from tests.conftest import load_executor_module, png_data_uri, test_image
+from tests.conftest import load_script, png_data_uri, test_image
 
 
 def test_store_survives_reopen_and_pages_newest_first(tmp_path):
@@ -29,7 +29,7 @@ def test_failed_batch_stores_nothing(tmp_path):
 
 
 def test_store_executor_serves_the_same_bytes_after_a_restart(tmp_path):
-    store_executor = load_executor_module("store").ImageStoreExecutor
+    store_executor = load_script("executors/store/executor.py").ImageStoreExecutor
     uris = [png_data_uri(test_image(24, seed=s)) for s in range(3)]
     executor = store_executor(workspace=str(tmp_path))
     for uri in uris:  # one request each, as /upscale sends them

@@ -10,19 +10,19 @@ from docarray import Document, DocumentArray
 from dalle_flow.serving import weights
 from dalle_flow.models.clipseg import tiny_clipseg
 from dalle_flow.models.swinir import save_swinir, tiny_swinir
-from tests.conftest import decode_data_uri, load_executor_module, png_data_uri, test_image
+from tests.conftest import decode_data_uri, load_script, png_data_uri, test_image
 
 torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
 def swinir_ex():
-    return load_executor_module("swinir")
+    return load_script("executors/swinir/executor.py")
 
 
 @pytest.fixture(scope="module")
 def clipseg_ex():
-    return load_executor_module("clipseg")
+    return load_script("executors/clipseg/executor.py")
 
 
 def upscaled(executor, image, parameters=None) -> Document:
