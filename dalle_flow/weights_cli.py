@@ -1,25 +1,30 @@
 """`python -m dalle_flow weights list|download|verify [--only GROUPS] [--dir PATH]`.
 
 `list` works offline: what is present (and where), what is missing, and the disk still needed. `download` fetches
-what is missing (resuming partial files, checking size and SHA-256 where known) and ends with a summary table.
-`verify` re-checks what is present.
+what is missing (resuming partial files, checking sizes and hashes: see `dalle_flow.serving.weights.fetch_url`) and
+ends with a summary table. `verify` re-checks what is present and fails on a missing file, a wrong size or hash, or a
+file nothing can vouch for (no expected size or hash, no download record, not in the hub cache).
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 from dalle_flow.serving import weights
-from dalle_flow.serving.weights import GROUPS, REGISTRY, WeightFile
+from dalle_flow.serving.weights import GROUPS, WeightFile
 
 
 def selected(only: str | None) -> list[WeightFile]:
+    try:
+        registry = weights.entries()
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
     if not only:
-        return list(REGISTRY)
+        return registry
     groups = [g.strip() for g in only.split(",") if g.strip()]
     unknown = sorted(set(groups) - set(GROUPS))
     if unknown:
         raise SystemExit(f"--only: unknown group(s) {', '.join(unknown)}; choose from {', '.join(GROUPS)}")
-    return [entry for entry in REGISTRY if entry.group in groups]
+    return [entry for entry in registry if entry.group in groups]
 
 
 def _size_text(n: int | None, approx: bool = False) -> str:
@@ -39,15 +44,6 @@ def _print_table(rows: list[tuple[str, str, str, str]]):
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
 
 
-def check(entry: WeightFile, path: Path) -> str:
-    size = path.stat().st_size
-    if entry.size is not None and size != entry.size:
-        return f"BAD size {size} != {entry.size}"
-    if entry.sha256 is not None and weights.sha256_of(path) != entry.sha256:
-        return "BAD sha256"
-    return "ok" if entry.sha256 else "present"
-
-
 def run(action: str, only: str | None, directory: str | None) -> int:
     entries = selected(only)
     rows, needed, failures = [], 0, 0
@@ -56,7 +52,7 @@ def run(action: str, only: str | None, directory: str | None) -> int:
         if path is None and action == "download":
             try:
                 path = weights.download(entry, Path(directory) / entry.group if directory else None)
-            except OSError as exc:
+            except (OSError, ValueError) as exc:
                 rows.append((entry.key, _size_text(entry.size or entry.approx_size, entry.size is None),
                              f"FAILED: {exc}", entry.source))
                 failures += 1
@@ -67,8 +63,8 @@ def run(action: str, only: str | None, directory: str | None) -> int:
                          entry.source))
             failures += action == "verify"
             continue
-        status = check(entry, path) if action in ("verify", "download") else "present"
-        failures += status.startswith("BAD")
+        status = weights.verify_file(entry, path) if action in ("verify", "download") else "present"
+        failures += status.startswith("BAD") or (action == "verify" and status.startswith("unverified"))
         rows.append((entry.key, _size_text(path.stat().st_size), status, str(path)))
     _print_table(rows)
     if action == "list":

@@ -1,4 +1,4 @@
-"""Where every real checkpoint comes from, and how a running server finds it.
+"""Where every real checkpoint comes from, how a running server finds it, and how a download is checked.
 
 One registry (`REGISTRY`) lists every file the Flow needs. `resolve()` looks for a file in this order:
 
@@ -8,20 +8,40 @@ One registry (`REGISTRY`) lists every file the Flow needs. `resolve()` looks for
 3. a download with a progress bar, unless offline (``HF_HUB_OFFLINE=1`` or ``DALLE_FLOW_OFFLINE=1``).
 
 A file that cannot be found raises `MissingWeightsError` naming the file, every place searched, and the command
-that fetches it. Executors resolve at start-up so that a missing file stops the server before the first request.
+that fetches it; so does a file whose size differs from the one expected. Executors resolve at start-up so that a
+missing or wrong file stops the server before the first request.
+
+Downloads (`fetch_url`) are checked against, where known: the registry's size and SHA-256 (each with its public
+source), the ``Content-Length`` / ``Content-Range`` the server sends, and what the hub states about its files
+(``X-Linked-Size``, ``X-Linked-Etag``: the LFS SHA-256 its model pages list; the git SHA-1 ``ETag`` of small files).
+Hub files come from ``HF_ENDPOINT`` (the hub client's own variable), the others from their URL or, with
+``DALLE_FLOW_WEIGHTS_MIRROR``, from the same path on that server. ``DALLE_FLOW_WEIGHTS_MANIFEST`` names a JSON file
+that replaces the expected size/SHA-256 of the files it lists (self-built or fine-tuned checkpoints on a mirror).
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import fcntl
 import hashlib
+import http.client
+import json
 import os
-import shutil
+import sys
+import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 ENV_WEIGHTS_DIR = "DALLE_FLOW_WEIGHTS_DIR"
 ENV_OFFLINE = "DALLE_FLOW_OFFLINE"
+ENV_MIRROR = "DALLE_FLOW_WEIGHTS_MIRROR"
+ENV_MANIFEST = "DALLE_FLOW_WEIGHTS_MANIFEST"
+HF_DEFAULT_ENDPOINT = "https://huggingface.co"
 CACHE_DIR = Path(os.environ.get("DALLE_FLOW_CACHE", Path.home() / ".cache" / "dalle_flow"))
+DOWNLOAD_TIMEOUT_S = 60  # per network operation (connect, each read), not for the whole file
+CHUNK_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -31,8 +51,9 @@ class WeightFile:
     hf_repo: str | None = None
     hf_revision: str | None = None
     url: str | None = None
-    size: int | None = None  # exact bytes, where known (checked after download)
+    size: int | None = None  # exact bytes, where a public source states them (checked on download and at start-up)
     sha256: str | None = None
+    checksum_source: str | None = None  # who states `size` / `sha256`
     approx_size: int | None = None  # for disk planning only: from the model's parameter count
 
     @property
@@ -61,6 +82,9 @@ VQGAN_REVISION = "e93a26e7707683d349bf5d5c41c5b0ef69b677a9"  # the revision DALL
 GLID3_BASE_URL = "https://dall-3.com/models/glid-3-xl"
 SWINIR_URL = ("https://github.com/JingyunLiang/SwinIR/releases/download/v0.0/"
               "003_realSR_BSRGAN_DFOWMFC_s64w8_SwinIR-L_x4_GAN.pth")
+# The release page states no checksum; these public download manifests of the same URL agree on size and SHA-256:
+SWINIR_CHECKSUM_SOURCE = ("TensoRaws/ccrestoration model zoo and LykosAI/StabilityMatrix's upscaler list "
+                          "(SHA-256); independent download scripts (size 142,473,939)")
 CLIP_REPO = "openai/clip-vit-large-patch14-336"
 CLIPSEG_REPO = "CIDAS/clipseg-rd64-refined"
 
@@ -76,7 +100,8 @@ REGISTRY: list[WeightFile] = [
     WeightFile("glid3", "bert.pt", url=f"{GLID3_BASE_URL}/bert.pt", approx_size=int(2.33 * GB)),
     WeightFile("glid3", "vocab.txt", hf_repo="bert-base-uncased"),
     WeightFile("swinir", "003_realSR_BSRGAN_DFOWMFC_s64w8_SwinIR-L_x4_GAN.pth", url=SWINIR_URL,
-               approx_size=136 * MB),
+               size=142_473_939, sha256="99adfa91350a84c99e946c1eb3d8fce34bc28f57d807b09dc8fe40a316328c0a",
+               checksum_source=SWINIR_CHECKSUM_SOURCE),
     *_hf("clip", CLIP_REPO, ["config.json", "model.safetensors", "preprocessor_config.json", "tokenizer.json",
                              "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json"],
          approx={"model.safetensors": int(1.71 * GB)}),
@@ -91,8 +116,41 @@ class MissingWeightsError(FileNotFoundError):
     pass
 
 
+def entries() -> list[WeightFile]:
+    """The registry with ``DALLE_FLOW_WEIGHTS_MANIFEST`` applied: ``{"<group>/<file>": {"size": N, "sha256": H}}``
+    replaces the expected size and hash of the files it names."""
+    overrides = _manifest()
+    if not overrides:
+        return list(REGISTRY)
+    known = {entry.key for entry in REGISTRY}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(f"{ENV_MANIFEST}: unknown file(s) {', '.join(unknown)}; names are <group>/<file> as in "
+                         f"`python -m dalle_flow weights list`")
+    return [dataclasses.replace(entry, size=overrides[entry.key].get("size"), sha256=overrides[entry.key].get("sha256"),
+                                checksum_source=os.environ[ENV_MANIFEST])
+            if entry.key in overrides else entry for entry in REGISTRY]
+
+
+def _manifest() -> dict[str, dict]:
+    path = os.environ.get(ENV_MANIFEST, "").strip()
+    if not path:
+        return {}
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{ENV_MANIFEST}: cannot read {path}: {exc}") from None
+    for key, value in (data.items() if isinstance(data, dict) else [("(top level)", None)]):
+        size, sha256 = (value.get("size"), value.get("sha256")) if isinstance(value, dict) else (None, None)
+        if not isinstance(value, dict) or not (isinstance(size, int) and size >= 0 or size is None) or not (
+                sha256 is None or isinstance(sha256, str) and _is_hex(sha256.lower(), 64)):
+            raise ValueError(f"{ENV_MANIFEST}: {key}: must be {{\"size\": <bytes>, \"sha256\": <64 hex digits>}}, "
+                             f"got {value!r}")
+    return data
+
+
 def lookup(group: str, filename: str) -> WeightFile:
-    for entry in REGISTRY:
+    for entry in entries():
         if entry.group == group and entry.filename == filename:
             return entry
     raise KeyError(f"no weight file {group}/{filename} in the registry")
@@ -129,6 +187,10 @@ def resolve(group: str, filename: str, weights_dir=None, allow_download: bool | 
     entry = lookup(group, filename)
     found = find_local(entry, weights_dir)
     if found is not None:
+        status = verify_file(entry, found, hash_contents=False)
+        if status.startswith("BAD"):
+            raise MissingWeightsError(f"weight file {found} ({entry.group}) is not the expected file: {status}. "
+                                      f"Delete it and run: python -m dalle_flow weights download --only {entry.group}")
         return found
     if allow_download is None:
         allow_download = not is_offline()
@@ -141,7 +203,7 @@ def resolve(group: str, filename: str, weights_dir=None, allow_download: bool | 
 
 
 def resolve_group(group: str, weights_dir=None, allow_download: bool | None = None) -> dict[str, Path]:
-    return {e.filename: resolve(group, e.filename, weights_dir, allow_download) for e in REGISTRY if e.group == group}
+    return {e.filename: resolve(group, e.filename, weights_dir, allow_download) for e in entries() if e.group == group}
 
 
 def _missing_message(entry: WeightFile, explicit_dir, why: str) -> str:
@@ -160,52 +222,303 @@ def _hf_cached(entry: WeightFile) -> Path | None:
     return Path(found) if isinstance(found, str) else None
 
 
-def download(entry: WeightFile, dest_dir: Path | None = None) -> Path:
-    """Fetch one file with a progress bar; URL downloads resume from a partial file and check SHA-256 when known."""
+def download(entry: WeightFile, dest_dir: Path | None = None, progress: bool = True) -> Path:
+    """Fetch one file, checked. Without `dest_dir`, hub files go to the hub cache through `hf_hub_download`;
+    everything else (and hub files with a `dest_dir`) through `fetch_url`, with the same checks for both."""
     if entry.hf_repo and dest_dir is None:
         from huggingface_hub import hf_hub_download
 
-        return Path(hf_hub_download(entry.hf_repo, entry.filename, revision=entry.hf_revision))
-    url = entry.url or f"https://huggingface.co/{entry.hf_repo}/resolve/{entry.hf_revision or 'main'}/{entry.filename}"
+        path = Path(hf_hub_download(entry.hf_repo, entry.filename, revision=entry.hf_revision, endpoint=hf_endpoint()))
+        status = verify_file(entry, path)
+        if status.startswith("BAD"):
+            raise OSError(f"{entry.key} from {entry.source}: {status}")
+        return path
     target = (dest_dir or CACHE_DIR / entry.group) / entry.filename
-    fetch_url(url, target, expected_size=entry.size, expected_sha256=entry.sha256)
+    fetch_url(download_url(entry), target, expected_size=entry.size, expected_sha256=entry.sha256, progress=progress)
     return target
+
+
+def download_url(entry: WeightFile) -> str:
+    """Where `entry` is fetched from: the hub (``HF_ENDPOINT``) for hub files, else its URL, or the same path on
+    ``DALLE_FLOW_WEIGHTS_MIRROR`` when that is set."""
+    if entry.hf_repo:
+        return f"{hf_endpoint()}/{entry.hf_repo}/resolve/{entry.hf_revision or 'main'}/{entry.filename}"
+    mirror = os.environ.get(ENV_MIRROR, "").strip().rstrip("/")
+    if not mirror:
+        return entry.url
+    if urllib.parse.urlsplit(mirror).scheme not in ("http", "https"):
+        raise ValueError(f"{ENV_MIRROR}: must be an http:// or https:// URL, got {mirror!r}")
+    return mirror + urllib.parse.urlsplit(entry.url).path
+
+
+def hf_endpoint() -> str:
+    """The hub's address: ``HF_ENDPOINT`` (the hub client's own variable, read when called), else huggingface.co."""
+    return (os.environ.get("HF_ENDPOINT", "").strip() or HF_DEFAULT_ENDPOINT).rstrip("/")
+
+
+# ---- verified, resumable, locked downloads ------------------------------------------------------------------------
+
+class _StatedHeaders(urllib.request.HTTPRedirectHandler):
+    """Keeps what the hub states about a file on its redirect response (``X-Linked-Size``, ``X-Linked-Etag`` = the
+    LFS SHA-256, ``ETag`` = the git blob SHA-1 of small files): the final (CDN) response does not repeat it."""
+
+    def __init__(self):
+        self.stated: dict[str, str] = {}
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        self._keep(headers)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+    def _keep(self, headers):
+        for name in ("X-Linked-Size", "X-Linked-Etag", "ETag"):
+            value = headers.get(name)
+            if value and name not in self.stated:
+                self.stated[name] = value.strip().removeprefix("W/").strip('"')
+
+
+def _stated_expectations(stated: dict[str, str], url: str) -> tuple[int | None, str | None, str | None]:
+    """(size, sha256, git blob sha1) the server vouched for, from hub headers only."""
+    if "/resolve/" not in url:
+        return None, None, None
+    size = int(stated["X-Linked-Size"]) if stated.get("X-Linked-Size", "").isdigit() else None
+    linked = stated.get("X-Linked-Etag", "").lower()
+    sha256 = linked if _is_hex(linked, 64) else None
+    etag = stated.get("ETag", "").lower()
+    git_sha1 = etag if sha256 is None and _is_hex(etag, 40) else None
+    return size, sha256, git_sha1
+
+
+def _is_hex(text: str, length: int) -> bool:
+    return len(text) == length and all(c in "0123456789abcdef" for c in text)
+
+
+@contextlib.contextmanager
+def _download_lock(target: Path):
+    """One download per file across processes (replicas starting together): an exclusive `flock` on
+    ``<file>.lock``. The lock file stays: removing it would let a third process lock a different inode."""
+    lock_path = target.with_name(target.name + ".lock")
+    with open(lock_path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"{target.name}: another process is downloading it; waiting", file=sys.stderr, flush=True)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def fetch_url(url: str, target: Path, expected_size: int | None = None, expected_sha256: str | None = None,
               progress: bool = True) -> Path:
+    """Download `url` to `target`, checked, resumable and locked.
+
+    Bytes go to ``<file>.part``; its validator (the server's strong ETag or Last-Modified) goes to
+    ``<file>.part.json``. A later call resumes with ``Range`` + ``If-Range`` and keeps the bytes only when the
+    server answers 206 with a ``Content-Range`` starting where the part ends; a 200 starts over, a 416 on a complete
+    part is accepted. The total must equal ``Content-Length`` (a cut-short transfer raises and stays resumable), the
+    expected size, and the size and hash the hub states; the file is moved into place only then, with a
+    ``<file>.verified.json`` record that ``weights verify`` re-checks.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _download_lock(target):
+        if target.is_file():  # another process finished it while this one waited for the lock
+            status = _check(target, expected_size, expected_sha256, read_record(target))
+            if not status.startswith("BAD"):
+                return target
+            raise OSError(f"{target}: {status}; delete it and download again")
+        partial = target.with_name(target.name + ".part")
+        state_path = partial.with_name(partial.name + ".json")
+        total, stated = _transfer(url, partial, state_path, expected_size, progress)
+        stated_size, stated_sha256, git_sha1 = _stated_expectations(stated, url)
+        problems = []
+        for label, expected in (("expected", expected_size), ("stated by the hub", stated_size)):
+            if expected is not None and total != expected:
+                problems.append(f"size {total} != {expected} ({label})")
+        digest = sha256_of(partial)
+        for label, expected in (("expected", expected_sha256), ("stated by the hub", stated_sha256)):
+            if expected is not None and digest != expected.lower():
+                problems.append(f"SHA-256 {digest} != {expected} ({label})")
+        if git_sha1 is not None and git_blob_sha1(partial) != git_sha1:
+            problems.append(f"git blob SHA-1 != {git_sha1} (stated by the hub)")
+        if problems:
+            _discard(partial, state_path)
+            raise OSError(f"{target.name} from {url}: {'; '.join(problems)}; the partial file was removed")
+        with open(partial, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(partial, target)
+        state_path.unlink(missing_ok=True)
+        checked = "expected" if expected_sha256 else "hub" if stated_sha256 or git_sha1 else "size only"
+        _write_record(target, {"size": total, "sha256": digest, "checked_against": checked, "url": url})
+        return target
+
+
+def _transfer(url: str, partial: Path, state_path: Path, expected_size: int | None, progress: bool,
+              restarted: bool = False) -> tuple[int, dict[str, str]]:
+    """Bring `partial` to the whole file; (its size, the hub's statements)."""
     from tqdm import tqdm
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".part")
     have = partial.stat().st_size if partial.exists() else 0
-    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
-    with urllib.request.urlopen(request, timeout=60) as response:
-        if have and response.status != 206:  # server ignored the range: start over
-            have = 0
+    validator = _read_json(state_path).get("validator") if have else None
+    if have and (validator is None or (expected_size is not None and have > expected_size)):
+        _discard(partial, state_path)  # bytes nobody can vouch for belong to this file: start over
+        have = 0
+    headers = {"Accept-Encoding": "identity"}
+    if have:
+        headers.update({"Range": f"bytes={have}-", "If-Range": validator})
+    stated_headers = _StatedHeaders()
+    opener = urllib.request.build_opener(stated_headers)
+    try:
+        response = opener.open(urllib.request.Request(url, headers=headers), timeout=DOWNLOAD_TIMEOUT_S)
+    except urllib.error.HTTPError as err:
+        stated_headers._keep(err.headers)
+        content_range = err.headers.get("Content-Range", "")
+        err.close()
+        if err.code == 416 and have:
+            if content_range == f"bytes */{have}":  # the part was already complete
+                return have, stated_headers.stated
+            if not restarted:
+                _discard(partial, state_path)
+                return _transfer(url, partial, state_path, expected_size, progress, restarted=True)
+        raise OSError(f"{url}: HTTP {err.code} {err.reason}") from None
+    with response:
+        stated_headers._keep(response.headers)
         length = response.headers.get("Content-Length")
-        total = have + int(length) if length is not None else expected_size
+        if length is None or not length.isdigit():
+            raise OSError(f"{url}: no Content-Length, so a cut-short download could not be told from a whole one")
+        if response.status == 206:
+            start, total = _parse_content_range(response.headers.get("Content-Range", ""))
+            if start != have or int(length) != total - have:
+                if restarted:
+                    raise OSError(f"{url}: Content-Range {response.headers.get('Content-Range')!r} does not continue "
+                                  f"the {have} bytes already here")
+                response.close()
+                _discard(partial, state_path)
+                return _transfer(url, partial, state_path, expected_size, progress, restarted=True)
+        else:  # 200: the whole file (no range asked, the server ignores ranges, or the file changed since)
+            have, total = 0, int(length)
+        if expected_size is not None and total != expected_size:
+            raise OSError(f"{url}: the server offers {total} bytes, expected {expected_size}: a different file")
+        _write_json(state_path, {"url": url, "validator": _validator(response.headers), "size": total})
         with open(partial, "ab" if have else "wb") as out, tqdm(
-            total=total, initial=have, unit="B", unit_scale=True, desc=target.name, disable=not progress
-        ) as bar:
-            while chunk := response.read(1 << 20):
-                out.write(chunk)
-                bar.update(len(chunk))
-    if expected_size is not None and partial.stat().st_size != expected_size:
-        raise OSError(f"{target.name}: size {partial.stat().st_size} != expected {expected_size}")
-    if expected_sha256 is not None:
-        digest = sha256_of(partial)
-        if digest != expected_sha256:
-            partial.unlink()
-            raise OSError(f"{target.name}: SHA-256 {digest} != expected {expected_sha256}; the partial file was removed")
-    shutil.move(partial, target)
-    return target
+                total=total, initial=have, unit="B", unit_scale=True, desc=partial.name[:-5], disable=not progress,
+                file=sys.stderr) as bar:
+            try:
+                while chunk := response.read(CHUNK_BYTES):
+                    out.write(chunk)
+                    bar.update(len(chunk))
+            except http.client.IncompleteRead:
+                pass  # the size check below reports it
+    got = partial.stat().st_size
+    if got != total:
+        raise OSError(f"{url}: download cut short at {got} of {total} bytes; run the download again to resume")
+    return total, stated_headers.stated
+
+
+def _validator(headers) -> str | None:
+    """What ``If-Range`` may carry: a strong ETag (weak ones are not allowed there), else Last-Modified."""
+    etag = headers.get("ETag")
+    if etag and not etag.startswith("W/"):
+        return etag
+    return headers.get("Last-Modified")
+
+
+def _parse_content_range(value: str) -> tuple[int, int]:
+    """``bytes START-END/TOTAL`` -> (START, TOTAL)."""
+    try:
+        unit, rest = value.split(" ", 1)
+        span, total = rest.split("/")
+        if unit != "bytes":
+            raise ValueError
+        return int(span.split("-")[0]), int(total)
+    except ValueError:
+        raise OSError(f"unreadable Content-Range {value!r}") from None
+
+
+def _discard(*paths: Path):
+    for path in paths:
+        path.unlink(missing_ok=True)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_json(path: Path, data: dict):
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(data, indent=1))
+    os.replace(temporary, path)
+
+
+def record_path(path: Path) -> Path:
+    return path.with_name(path.name + ".verified.json")
+
+
+def read_record(path: Path) -> dict:
+    """What `fetch_url` recorded about a file it downloaded (size, SHA-256), or {}."""
+    return _read_json(record_path(path))
+
+
+def _write_record(path: Path, record: dict):
+    _write_json(record_path(path), record)
+
+
+def verify_file(entry: WeightFile, path: Path, hash_contents: bool = True) -> str:
+    """``ok ...``, ``BAD ...`` or ``unverified ...`` for a local copy of `entry`. Compared with, in this order: the
+    registry's size/SHA-256 (or ``DALLE_FLOW_WEIGHTS_MANIFEST``'s), the record `fetch_url` wrote, and the hub
+    cache's own blob name (the LFS SHA-256 or git blob SHA-1 the file was stored under). Without `hash_contents`
+    only sizes are compared (cheap enough for every start-up)."""
+    record = read_record(path)
+    blob = _hub_blob_name(path)
+    if not hash_contents:
+        size, expected = path.stat().st_size, entry.size or record.get("size")
+        return f"BAD size {size} != {expected}" if expected is not None and size != expected else "ok (size)"
+    return _check(path, entry.size, entry.sha256, record, blob)
+
+
+def _check(path: Path, size: int | None, sha256: str | None, record: dict, blob: str | None = None) -> str:
+    actual = path.stat().st_size
+    for expected, what in ((size, "registry"), (record.get("size"), "download record")):
+        if expected is not None and actual != expected:
+            return f"BAD size {actual} != {expected} ({what})"
+    if sha256 is None and record.get("sha256") is None and blob is None:
+        if size is not None:
+            return "ok (size)"
+        return "unverified: no size or hash known for it"
+    digest = sha256_of(path)
+    for expected, what in ((sha256, "registry"), (record.get("sha256"), "download record")):
+        if expected is not None and digest != expected.lower():
+            return f"BAD sha256 {digest} != {expected} ({what})"
+    if blob is not None and digest != blob and git_blob_sha1(path) != blob:
+        return f"BAD hash: does not match the hub cache blob {blob}"
+    return "ok (sha256)"
+
+
+def _hub_blob_name(path: Path) -> str | None:
+    """A hub-cache snapshot file links to ``blobs/<LFS sha256 or git sha1>``: that name is the expected hash."""
+    real = Path(os.path.realpath(path))
+    if real.parent.name != "blobs" or not (_is_hex(real.name, 64) or _is_hex(real.name, 40)):
+        return None
+    return real.name
 
 
 def sha256_of(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
+        while chunk := f.read(CHUNK_BYTES):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def git_blob_sha1(path: Path) -> str:
+    """The SHA-1 git (and the hub's ETag of a small file) gives a file: sha1(b"blob <size>\\0" + contents)."""
+    h = hashlib.sha1(f"blob {path.stat().st_size}\0".encode())
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK_BYTES):
             h.update(chunk)
     return h.hexdigest()
 
@@ -227,10 +540,10 @@ def resolve_hf_model(group: str, repo_id: str, weights_dir=None, allow_download:
                 return str(candidate)
     from huggingface_hub import snapshot_download
 
-    patterns = [e.filename for e in REGISTRY if e.hf_repo == repo_id] or None
+    patterns = [e.filename for e in entries() if e.hf_repo == repo_id] or None
     searched.append(Path(f"<huggingface cache>/{repo_id}"))
     try:
-        return snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True)
+        return snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True, endpoint=hf_endpoint())
     except Exception:  # not cached (the hub raises several types for that)
         pass
     if allow_download is None:
@@ -238,7 +551,7 @@ def resolve_hf_model(group: str, repo_id: str, weights_dir=None, allow_download:
     why = "offline, so no download was tried"
     if allow_download:
         try:
-            return snapshot_download(repo_id, allow_patterns=patterns)
+            return snapshot_download(repo_id, allow_patterns=patterns, endpoint=hf_endpoint())
         except Exception as exc:
             why = f"download failed: {exc}"
     places = "\n".join(f"  - {p}" for p in searched)
