@@ -1,10 +1,81 @@
+"""Weight resolution and verified downloads, against a local file server on loopback that reproduces each fault:
+a cut-short transfer, a wrong-size stand-in, a 416 on a complete `.part`, a file changed between attempts, a wrong
+Content-Range, no Content-Length, two processes racing for one file, and mirrors (HF_ENDPOINT and
+DALLE_FLOW_WEIGHTS_MIRROR)."""
+import hashlib
 import http.server
+import json
+import multiprocessing
 import threading
+import time
 
 import pytest
 
 from dalle_flow.serving import weights
 from dalle_flow.serving.weights import MissingWeightsError, WeightFile
+
+PAYLOAD = bytes(range(256)) * 1000  # 256,000 bytes
+SHA = hashlib.sha256(PAYLOAD).hexdigest()
+SWINIR = "003_realSR_BSRGAN_DFOWMFC_s64w8_SwinIR-L_x4_GAN.pth"
+
+
+class FaultyHandler(http.server.BaseHTTPRequestHandler):
+    """Serves `server.payload` at any path with Range/If-Range, or misbehaves as `server.fault` says."""
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        srv = self.server
+        srv.requests.append({"path": self.path, "range": self.headers.get("Range"),
+                             "if_range": self.headers.get("If-Range")})
+        data, fault = srv.payload, srv.fault
+        start = 0
+        if self.headers.get("Range") and fault != "ignore_range" and self.headers.get("If-Range") == srv.etag:
+            start = int(self.headers["Range"].split("=")[1].split("-")[0])
+            if start >= len(data):
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(data)}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            shown = start + 1 if fault == "wrong_start" else start
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {shown}-{len(data) - 1}/{len(data)}")
+        else:
+            self.send_response(200)
+            srv.full_bodies += 1
+        if fault != "no_length":
+            self.send_header("Content-Length", str(len(data) - start))
+        self.send_header("ETag", srv.etag)
+        for name, value in srv.extra_headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        body = data[start:]
+        if fault == "cut":
+            body = body[:srv.cut_after]
+        try:
+            for i in range(0, len(body), 16384):
+                self.wfile.write(body[i:i + 16384])
+                if srv.delay:
+                    time.sleep(srv.delay)
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up on this answer, as it should
+            pass
+        if fault in ("cut", "no_length"):
+            self.close_connection = True
+
+
+@pytest.fixture
+def file_server():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FaultyHandler)
+    server.payload, server.etag, server.fault, server.cut_after = PAYLOAD, '"v1"', None, 5000
+    server.requests, server.full_bodies, server.delay, server.extra_headers = [], 0, 0.0, {}
+    server.url = f"http://127.0.0.1:{server.server_port}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
 
 
 def test_explicit_dir_is_searched_first(tmp_path, monkeypatch):
@@ -19,10 +90,10 @@ def test_missing_offline_names_file_places_and_command(tmp_path, monkeypatch):
     monkeypatch.setenv("DALLE_FLOW_OFFLINE", "1")
     monkeypatch.setattr(weights, "CACHE_DIR", tmp_path / "cache")
     with pytest.raises(MissingWeightsError) as err:
-        weights.resolve("swinir", "003_realSR_BSRGAN_DFOWMFC_s64w8_SwinIR-L_x4_GAN.pth")
+        weights.resolve("swinir", SWINIR)
     text = str(err.value)
-    assert "003_realSR_BSRGAN_DFOWMFC_s64w8_SwinIR-L_x4_GAN.pth" in text
-    assert str(tmp_path / "swinir" / "003_realSR_BSRGAN_DFOWMFC_s64w8_SwinIR-L_x4_GAN.pth") in text
+    assert SWINIR in text
+    assert str(tmp_path / "swinir" / SWINIR) in text
     assert "python -m dalle_flow weights download --only swinir" in text
 
 
@@ -33,44 +104,200 @@ def test_hf_model_missing_offline(tmp_path, monkeypatch):
         weights.resolve_hf_model("clip", "openai/clip-vit-large-patch14-336", weights_dir=tmp_path)
 
 
-class _RangeHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-    def do_GET(self):
-        data = self.server.payload
-        start = 0
-        if "Range" in self.headers:
-            start = int(self.headers["Range"].split("=")[1].split("-")[0])
-            self.send_response(206)
-        else:
-            self.send_response(200)
-        self.send_header("Content-Length", str(len(data) - start))
-        self.end_headers()
-        self.wfile.write(data[start:])
+def test_every_pinned_checksum_names_its_source():
+    pinned = [entry for entry in weights.REGISTRY if entry.size or entry.sha256]
+    assert pinned, "at least the SwinIR file has a published size and SHA-256"
+    for entry in pinned:
+        assert entry.checksum_source, entry.key
+        assert entry.sha256 is None or len(entry.sha256) == 64
 
 
-@pytest.fixture
-def file_server():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RangeHandler)
-    server.payload = bytes(range(256)) * 1000
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
+# ---- faults ----------------------------------------------------------------------------------------------------
 
-
-def test_download_resumes_and_checks_sha256(tmp_path, file_server):
-    url = f"http://127.0.0.1:{file_server.server_port}/f.bin"
+def test_cut_short_download_is_refused_then_resumed_with_if_range(tmp_path, file_server):
+    """The fault: 5,000 of 256,000 bytes arrive and the connection closes. Before, the part was moved into place."""
     target = tmp_path / "f.bin"
-    partial = tmp_path / "f.bin.part"
-    partial.write_bytes(file_server.payload[:1000])
-    good = WeightFile("t", "f.bin", url=url, size=len(file_server.payload))
-    import hashlib
+    file_server.fault = "cut"
+    with pytest.raises(OSError, match="cut short at 5000 of 256000 bytes"):
+        weights.fetch_url(f"{file_server.url}/f.bin", target, progress=False)
+    assert not target.exists() and (tmp_path / "f.bin.part").stat().st_size == 5000
+    file_server.fault = None
+    weights.fetch_url(f"{file_server.url}/f.bin", target, expected_sha256=SHA, progress=False)
+    assert target.read_bytes() == PAYLOAD and not (tmp_path / "f.bin.part").exists()
+    assert file_server.requests[-1] == {"path": "/f.bin", "range": "bytes=5000-", "if_range": '"v1"'}
+    assert file_server.full_bodies == 1  # the second request fetched only the rest
+    assert weights.read_record(target) == {"size": len(PAYLOAD), "sha256": SHA, "checked_against": "expected",
+                                           "url": f"{file_server.url}/f.bin"}
 
-    sha = hashlib.sha256(file_server.payload).hexdigest()
-    weights.fetch_url(url, target, good.size, sha, progress=False)
-    assert target.read_bytes() == file_server.payload and not partial.exists()
+
+def test_file_changed_since_the_part_starts_over(tmp_path, file_server):
+    target = tmp_path / "f.bin"
+    file_server.fault = "cut"
+    with pytest.raises(OSError, match="cut short"):
+        weights.fetch_url(f"{file_server.url}/f.bin", target, progress=False)
+    file_server.fault, file_server.etag = None, '"v2"'
+    file_server.payload = PAYLOAD[::-1]  # a new version: the server answers the If-Range with the whole file
+    weights.fetch_url(f"{file_server.url}/f.bin", target, progress=False)
+    assert target.read_bytes() == PAYLOAD[::-1]
+
+
+def test_a_part_without_validator_is_not_trusted(tmp_path, file_server):
+    (tmp_path / "f.bin.part").write_bytes(b"garbage from somewhere")  # no .part.json: cannot prove it is this file
+    weights.fetch_url(f"{file_server.url}/f.bin", tmp_path / "f.bin", progress=False)
+    assert (tmp_path / "f.bin").read_bytes() == PAYLOAD
+    assert file_server.requests[-1]["range"] is None
+
+
+def test_wrong_content_range_restarts_from_zero(tmp_path, file_server):
+    target = tmp_path / "f.bin"
+    file_server.fault = "cut"
+    with pytest.raises(OSError):
+        weights.fetch_url(f"{file_server.url}/f.bin", target, progress=False)
+    file_server.fault = "wrong_start"  # 206 whose Content-Range does not continue the part: its bytes are dropped
+    weights.fetch_url(f"{file_server.url}/f.bin", target, expected_sha256=SHA, progress=False)
+    assert target.read_bytes() == PAYLOAD
+    assert [r["range"] for r in file_server.requests[-2:]] == ["bytes=5000-", None]
+
+
+def test_complete_part_answered_416_is_accepted(tmp_path, file_server):
+    """The fault: a .part holding the whole file (killed before the rename) got 416 on every later attempt."""
+    target = tmp_path / "f.bin"
+    (tmp_path / "f.bin.part").write_bytes(PAYLOAD)
+    (tmp_path / "f.bin.part.json").write_text(json.dumps({"validator": '"v1"'}))
+    weights.fetch_url(f"{file_server.url}/f.bin", target, expected_size=len(PAYLOAD), expected_sha256=SHA,
+                      progress=False)
+    assert target.read_bytes() == PAYLOAD
+    assert file_server.requests[-1]["range"] == f"bytes={len(PAYLOAD)}-" and file_server.full_bodies == 0
+
+
+def test_wrong_size_is_refused_before_writing(tmp_path, file_server):
+    with pytest.raises(OSError, match="offers 256000 bytes, expected 1000000"):
+        weights.fetch_url(f"{file_server.url}/f.bin", tmp_path / "f.bin", expected_size=1_000_000, progress=False)
+    assert not (tmp_path / "f.bin").exists() and not (tmp_path / "f.bin.part").exists()
+
+
+def test_wrong_hash_removes_the_part(tmp_path, file_server):
     with pytest.raises(OSError, match="SHA-256"):
-        weights.fetch_url(url, tmp_path / "g.bin", None, "0" * 64, progress=False)
+        weights.fetch_url(f"{file_server.url}/g.bin", tmp_path / "g.bin", None, "0" * 64, progress=False)
     assert not (tmp_path / "g.bin").exists() and not (tmp_path / "g.bin.part").exists()
+
+
+def test_no_content_length_is_refused(tmp_path, file_server):
+    file_server.fault = "no_length"
+    with pytest.raises(OSError, match="no Content-Length"):
+        weights.fetch_url(f"{file_server.url}/f.bin", tmp_path / "f.bin", progress=False)
+    assert not (tmp_path / "f.bin").exists()
+
+
+def _fetch_in_child(url, target, queue):
+    try:
+        weights.fetch_url(url, target, expected_sha256=SHA, progress=False)
+        queue.put("ok")
+    except Exception as exc:  # reported to the parent, which fails the test
+        queue.put(repr(exc))
+
+
+def test_two_processes_racing_share_one_download(tmp_path, file_server):
+    """The fault: two replicas starting together appended to one .part. Now the second waits on the file's lock and
+    finds the finished file."""
+    file_server.delay = 0.02  # 16 chunks: ~0.3 s, so the second process starts while the first downloads
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    target = tmp_path / "f.bin"
+    children = [context.Process(target=_fetch_in_child, args=(f"{file_server.url}/f.bin", target, queue))
+                for _ in range(2)]
+    for child in children:
+        child.start()
+        time.sleep(0.05)
+    for child in children:
+        child.join(30)
+    assert sorted(queue.get(timeout=5) for _ in children) == ["ok", "ok"]
+    assert target.read_bytes() == PAYLOAD
+    assert file_server.full_bodies == 1 and len(file_server.requests) == 1
+
+
+# ---- checks on files already present ---------------------------------------------------------------------------
+
+def test_wrong_size_stand_in_stops_resolve_and_fails_verify(tmp_path, monkeypatch):
+    """The fault: a 5 kB stand-in for the 142 MB SwinIR file was reported present and loaded."""
+    (tmp_path / "swinir").mkdir()
+    stand_in = tmp_path / "swinir" / SWINIR
+    stand_in.write_bytes(b"\0" * 5000)
+    entry = weights.lookup("swinir", SWINIR)
+    assert weights.verify_file(entry, stand_in).startswith("BAD size 5000 != 142473939")
+    with pytest.raises(MissingWeightsError, match="not the expected file: BAD size 5000 != 142473939"):
+        weights.resolve("swinir", SWINIR, weights_dir=tmp_path)
+
+
+def test_manifest_replaces_expected_size_and_hash(tmp_path, monkeypatch):
+    (tmp_path / "swinir").mkdir()
+    (tmp_path / "swinir" / SWINIR).write_bytes(PAYLOAD)
+    manifest = tmp_path / "sizes.json"
+    manifest.write_text(json.dumps({f"swinir/{SWINIR}": {"size": len(PAYLOAD), "sha256": SHA}}))
+    monkeypatch.setenv(weights.ENV_MANIFEST, str(manifest))
+    entry = weights.lookup("swinir", SWINIR)
+    assert (entry.size, entry.sha256, entry.checksum_source) == (len(PAYLOAD), SHA, str(manifest))
+    assert weights.verify_file(entry, tmp_path / "swinir" / SWINIR) == "ok (sha256)"
+    assert weights.resolve("swinir", SWINIR, weights_dir=tmp_path) == tmp_path / "swinir" / SWINIR
+    manifest.write_text(json.dumps({"swinir/other.pth": {"size": 1}}))
+    with pytest.raises(ValueError, match="unknown file.*swinir/other.pth"):
+        weights.entries()
+    manifest.write_text(json.dumps({f"swinir/{SWINIR}": {"sha256": "xyz"}}))
+    with pytest.raises(ValueError, match="DALLE_FLOW_WEIGHTS_MANIFEST.*64 hex digits"):
+        weights.entries()
+
+
+def test_verify_uses_the_download_record(tmp_path, file_server):
+    target = tmp_path / "f.bin"
+    weights.fetch_url(f"{file_server.url}/f.bin", target, progress=False)
+    entry = WeightFile("t", "f.bin", url="http://unused")
+    assert weights.verify_file(entry, target) == "ok (sha256)"
+    target.write_bytes(PAYLOAD[:-1] + b"x")  # same size, corrupted later
+    assert weights.verify_file(entry, target).startswith("BAD sha256")
+    target.write_bytes(b"short")
+    assert weights.verify_file(entry, target).startswith("BAD size 5 != 256000 (download record)")
+    loose = tmp_path / "placed-by-hand.bin"
+    loose.write_bytes(PAYLOAD)
+    assert weights.verify_file(WeightFile("t", loose.name, url="http://unused"), loose).startswith("unverified")
+
+
+# ---- mirrors -----------------------------------------------------------------------------------------------------
+
+def test_mirror_variable_replaces_the_origin_of_non_hub_urls(monkeypatch):
+    entry = weights.lookup("swinir", SWINIR)
+    monkeypatch.delenv(weights.ENV_MIRROR, raising=False)
+    assert weights.download_url(entry) == weights.SWINIR_URL
+    monkeypatch.setenv(weights.ENV_MIRROR, "http://mirror.internal:8080/")
+    assert weights.download_url(entry) == ("http://mirror.internal:8080/JingyunLiang/SwinIR/releases/download/v0.0/"
+                                           + SWINIR)
+    monkeypatch.setenv(weights.ENV_MIRROR, "ftp://x")
+    with pytest.raises(ValueError, match="DALLE_FLOW_WEIGHTS_MIRROR"):
+        weights.download_url(entry)
+
+
+def test_hub_files_with_a_dir_come_from_hf_endpoint_checked_against_the_hub(tmp_path, file_server, monkeypatch):
+    monkeypatch.setenv("HF_ENDPOINT", file_server.url)
+    entry = weights.lookup("vqgan", "flax_model.msgpack")
+    assert weights.download_url(entry) == (f"{file_server.url}/dalle-mini/vqgan_imagenet_f16_16384/resolve/"
+                                           f"{weights.VQGAN_REVISION}/flax_model.msgpack")
+    file_server.extra_headers = {"X-Linked-Size": str(len(PAYLOAD)), "X-Linked-Etag": f'"{"0" * 64}"'}
+    with pytest.raises(OSError, match="stated by the hub"):
+        weights.download(entry, tmp_path / "vqgan", progress=False)
+    assert not (tmp_path / "vqgan" / "flax_model.msgpack").exists()
+    file_server.extra_headers = {"X-Linked-Size": str(len(PAYLOAD)), "X-Linked-Etag": f'"{SHA}"'}
+    path = weights.download(entry, tmp_path / "vqgan", progress=False)
+    assert path.read_bytes() == PAYLOAD and weights.read_record(path)["checked_against"] == "hub"
+
+
+def test_small_hub_files_are_checked_against_their_git_sha1(tmp_path, file_server, monkeypatch):
+    monkeypatch.setenv("HF_ENDPOINT", file_server.url)
+    entry = weights.lookup("vqgan", "config.json")
+    file_server.payload = b'{"n_embed": 16384}\n'
+    file_server.etag = '"' + hashlib.sha1(b"blob 19\0" + file_server.payload).hexdigest() + '"'
+    path = weights.download(entry, tmp_path / "vqgan", progress=False)
+    assert weights.read_record(path)["checked_against"] == "hub"
+    path.unlink()
+    weights.record_path(path).unlink()
+    file_server.etag = '"' + "1" * 40 + '"'
+    with pytest.raises(OSError, match="git blob SHA-1"):
+        weights.download(entry, tmp_path / "vqgan", progress=False)
