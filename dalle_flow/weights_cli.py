@@ -48,7 +48,7 @@ def run(action: str, only: str | None, directory: str | None) -> int:
     entries = selected(only)
     rows, needed, failures = [], 0, 0
     for entry in entries:
-        path = weights.find_local(entry, directory)
+        path, status = weights.find_local(entry, directory), None
         if path is None and action == "download":
             try:
                 path = weights.download(entry, Path(directory) / entry.group if directory else None)
@@ -57,13 +57,16 @@ def run(action: str, only: str | None, directory: str | None) -> int:
                              f"FAILED: {exc}", entry.source))
                 failures += 1
                 continue
+            checked = weights.read_record(path).get("checked_against", "the hub client")
+            status = f"downloaded (checked against {checked})"  # checked while downloading: no second hash
         if path is None:
             needed += entry.size or entry.approx_size or 0
             rows.append((entry.key, _size_text(entry.size or entry.approx_size, entry.size is None), "missing",
                          entry.source))
             failures += action == "verify"
             continue
-        status = weights.verify_file(entry, path) if action in ("verify", "download") else "present"
+        if status is None:
+            status = weights.verify_file(entry, path) if action in ("verify", "download") else "present"
         failures += status.startswith("BAD") or (action == "verify" and status.startswith("unverified"))
         rows.append((entry.key, _size_text(path.stat().st_size), status, str(path)))
     _print_table(rows)

@@ -160,8 +160,6 @@ def is_offline() -> bool:
     return any(os.environ.get(v, "").strip() not in ("", "0", "false") for v in (ENV_OFFLINE, "HF_HUB_OFFLINE"))
 
 
-
-
 def local_candidates(entry: WeightFile, explicit_dir=None) -> list[Path]:
     """Every local path where `entry` may already be, in the order they are tried."""
     paths = []
