@@ -535,8 +535,8 @@ def _post(url: str, endpoint: str, doc, parameters: dict):
     return result, time.monotonic() - started
 
 
-def run_requests(group: Group, endpoints: list[str], tiny: bool) -> dict[str, float]:
-    """Posts each endpoint once; raises on any error or empty answer. Returns seconds per executor."""
+def run_requests(group: Group, endpoints: list[str]) -> dict[str, float]:
+    """Posts each endpoint once; raises on any error or empty answer. Returns seconds per "<executor> <endpoint>"."""
     from docarray import Document
 
     url = f"grpc://127.0.0.1:{group.ports[0]}"
@@ -551,7 +551,7 @@ def run_requests(group: Group, endpoints: list[str], tiny: bool) -> dict[str, fl
             if len(matches) < 1 or not matches[0].uri:
                 raise SystemExit(f"group {group.name}: / returned no image")
             image_doc = Document(uri=matches[0].uri, text=PROMPT)
-            seconds["dalle" if group.name == "dalle" else "diffusion"] = took
+            seconds["dalle /" if group.name == "dalle" else "diffusion /"] = took
         elif endpoint == "/diffuse":
             result, took = _post(url, "/diffuse", image_doc,
                                  {"num_images": 1, "skip_rate": 0.5, "steps": 2 * GLID3_STEPS, "seed": 1})
@@ -563,7 +563,7 @@ def run_requests(group: Group, endpoints: list[str], tiny: bool) -> dict[str, fl
             result, took = _post(url, endpoint, doc, {})
             if not result[0].uri or result[0].uri == image_doc.uri:
                 raise SystemExit(f"group {group.name}: {endpoint} returned no new image")
-            seconds[ENDPOINT_EXECUTOR[endpoint]] = took
+            seconds[f"{ENDPOINT_EXECUTOR[endpoint]} {endpoint}"] = took
         print(f"  {endpoint}: {took:.1f} s", flush=True)
     return seconds
 
@@ -620,7 +620,7 @@ def main(argv=None) -> int:
             group = Group(name, toggles, settings, weights_dir, scratch / "sizes.json", scratch / "workspace", env, READY_TIMEOUT_S[mode])
             try:
                 print(f"  ready after {group.ready_s:.0f} s", flush=True)
-                seconds = run_requests(group, endpoints, args.tiny)
+                seconds = run_requests(group, endpoints)
                 peaks = group.peaks_gib()
             finally:
                 group.close()
@@ -632,7 +632,7 @@ def main(argv=None) -> int:
                 rows.append({"group": name, "executor": executor, "params": params.get(executor, 0),
                              "bytes": sizes.get(executor, 0), "ready_s": group.ready_at.get(executor, group.ready_s),
                              "peak_gib": peak,
-                             "request": ", ".join(f"{k.partition(' ')[2] or 'request'} {v:.0f} s"
+                             "request": ", ".join(f"`{k.partition(' ')[2]}` {v:.0f} s"
                                                   for k, v in timed.items()) or "—"})
         print_table(rows)
         for name, peak in totals:

@@ -1,6 +1,7 @@
 """The upscaler and clipseg executors without a Flow: the real-weights start-up paths and their configuration."""
 from __future__ import annotations
 
+import json
 
 import numpy as np
 import pytest
@@ -31,10 +32,15 @@ def upscaled(executor, image, parameters=None) -> Document:
     return docs[0]
 
 
-def test_real_preset_loads_the_registry_file_at_start(swinir_ex, tmp_path):
+def test_real_preset_loads_the_registry_file_at_start(swinir_ex, tmp_path, monkeypatch):
     folder = tmp_path / "weights" / "swinir"
     folder.mkdir(parents=True)
     save_swinir(tiny_swinir(), folder / swinir_ex.SWINIR_FILE)  # the released file's layout, small weights
+    # the registry pins the released file's size, so the small stand-in is vouched for in a manifest
+    manifest = tmp_path / "sizes.json"
+    size = (folder / swinir_ex.SWINIR_FILE).stat().st_size
+    manifest.write_text(json.dumps({f"swinir/{swinir_ex.SWINIR_FILE}": {"size": size}}))
+    monkeypatch.setenv(weights.ENV_MANIFEST, str(manifest))
     real = swinir_ex.SwinIRUpscaler(preset="real", device="cpu", weights_dir=str(tmp_path / "weights"))
     tiny = swinir_ex.SwinIRUpscaler(preset="tiny", device="cpu")
     image = test_image(24, seed=4)
