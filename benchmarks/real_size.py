@@ -15,7 +15,8 @@
    with ``HF_ENDPOINT`` and ``DALLE_FLOW_WEIGHTS_MIRROR`` pointed at it; ``DALLE_FLOW_WEIGHTS_MANIFEST`` gives the
    sizes of these stand-ins (the registry's pinned SwinIR size and hash are those of the released file; executors
    check sizes at start-up, so the Flow gets the same variable).
-3. Starts the Flow (``python -m dalle_flow flow-yaml`` with the toggles, then ``jina flow``) with the real preset on CPU with the downloaded folder as ``DALLE_FLOW_WEIGHTS_DIR``,
+3. Starts the Flow (``python -m dalle_flow flow-yaml`` with the toggles, then ``jina flow``) with the real preset on
+   CPU and the downloaded folder as ``DALLE_FLOW_WEIGHTS_DIR``,
    in groups (toggles) so that no group needs much more than 14 GiB, and posts requests:
    group ``dalle``: DALL·E Mega (bfloat16) + SwinIR + CLIPSeg + both CLIPs: ``/`` (1 image), ``/upscale``,
    ``/segment``; group ``glid3``: GLID-3 XL + both CLIPs: ``/`` (1 image, 4 steps), ``/diffuse``. ``--tiny`` runs the
@@ -58,7 +59,6 @@ READY_TIMEOUT_S = {"real": 1800, "tiny": 300}
 REQUEST_TIMEOUT_S = 1800
 GLID3_STEPS = 4  # the executor's lowest; /diffuse runs 8 with skip_rate 0.5, i.e. 4 sampled steps too
 INIT_STD = 0.02  # random weights: small enough that activations stay finite through every layer
-GIB = 1 << 30
 
 
 # ---------------------------------------------------------------------------------------------- writing checkpoints
@@ -121,7 +121,8 @@ def write_dalle(folder: Path, vqgan_folder: Path, tiny: bool) -> dict[str, int]:
         dalle_manifest, vqgan_manifest = _manifest("dallebart"), _manifest("vqgan")
     params = {}
     for what, path, manifest in (("dalle", folder, dalle_manifest), ("vqgan", vqgan_folder, vqgan_manifest)):
-        shapes = {"/".join(key): tuple(array.shape) for key, array in flax_msgpack.iter_leaves(path / "flax_model.msgpack")}
+        shapes = {"/".join(key): tuple(array.shape)
+                  for key, array in flax_msgpack.iter_leaves(path / "flax_model.msgpack")}
         _check_shapes(f"{what}/flax_model.msgpack", shapes, manifest)
         params[what] = sum(int(np.prod(s)) for s in shapes.values())
     return params
@@ -573,8 +574,10 @@ def run_requests(group: Group, endpoints: list[str]) -> dict[str, float]:
 def _file_sizes(weights_dir: Path) -> dict[str, int]:
     by_group = {}
     for entry in weights.REGISTRY:
-        by_group[entry.group] = by_group.get(entry.group, 0) + (weights_dir / entry.group / entry.filename).stat().st_size
-    return {"dalle": by_group["dalle"] + by_group["vqgan"], "clip_encoder": by_group["clip"], "rerank": by_group["clip"],
+        size = (weights_dir / entry.group / entry.filename).stat().st_size
+        by_group[entry.group] = by_group.get(entry.group, 0) + size
+    return {"dalle": by_group["dalle"] + by_group["vqgan"], "clip_encoder": by_group["clip"],
+            "rerank": by_group["clip"],
             "diffusion": by_group["glid3"], "upscaler": by_group["swinir"],
             "clipseg": by_group["clipseg"]}
 
@@ -617,7 +620,8 @@ def main(argv=None) -> int:
         sizes = _file_sizes(weights_dir)
         for name, toggles, settings, endpoints in GROUPS[mode]:
             print(f"group {name}: starting ({', '.join(f'{k}={v}' for k, v in toggles.items())})", flush=True)
-            group = Group(name, toggles, settings, weights_dir, scratch / "sizes.json", scratch / "workspace", env, READY_TIMEOUT_S[mode])
+            group = Group(name, toggles, settings, weights_dir, scratch / "sizes.json", scratch / "workspace", env,
+                          READY_TIMEOUT_S[mode])
             try:
                 print(f"  ready after {group.ready_s:.0f} s", flush=True)
                 seconds = run_requests(group, endpoints)
@@ -626,7 +630,7 @@ def main(argv=None) -> int:
                 group.close()
             totals.append((name, group.peak_total_kib / (1 << 20)))
             for executor, peak in sorted(peaks.items()):
-                if executor == "store" or executor == "gateway":
+                if executor in ("store", "gateway"):
                     continue
                 timed = {k: v for k, v in seconds.items() if k.split()[0] == executor}
                 rows.append({"group": name, "executor": executor, "params": params.get(executor, 0),

@@ -64,8 +64,8 @@ def test_verify_fails_on_wrong_size_and_on_files_nothing_vouches_for(registry, t
 
 
 def test_download_through_the_mirror_variable(registry, tmp_path, capsys, monkeypatch, file_server):  # noqa: F811
-    monkeypatch.setattr(weights, "REGISTRY", [WeightFile("alpha", "good.bin", url="https://unreachable.invalid/x/good.bin",
-                                                         size=len(PAYLOAD))])
+    elsewhere = WeightFile("alpha", "good.bin", url="https://unreachable.invalid/x/good.bin", size=len(PAYLOAD))
+    monkeypatch.setattr(weights, "REGISTRY", [elsewhere])
     monkeypatch.setenv(weights.ENV_MIRROR, file_server.url)
     assert weights_cli.run("download", None, str(tmp_path / "w")) == 0
     assert file_server.requests[-1]["path"] == "/x/good.bin"
