@@ -101,14 +101,12 @@ def write_dalle(folder: Path, vqgan_folder: Path, tiny: bool) -> dict[str, int]:
         shutil.copy(source / name, folder / name)
     shutil.copy(source / "words-frequency-standin.txt", folder / "enwiki-words-frequency.txt")
     if tiny:
-        from dalle_flow.models.dallebart import loader as dalle_loader
-        from dalle_flow.models.dallebart.model import tiny_dallebart
-        from dalle_flow.models.vqgan.loader import save_vqgan
-        from dalle_flow.models.vqgan.model import tiny_vqgan
+        from dalle_flow.models.dallebart.loader import save_dallebart, tiny_dallebart
+        from dalle_flow.models.vqgan.loader import save_vqgan, tiny_vqgan
 
         vqgan = tiny_vqgan()
         save_vqgan(vqgan, vqgan_folder)
-        dalle_loader.save_dallebart(tiny_dallebart(image_codebook_size=vqgan.config.n_embed), folder, np.float16)
+        save_dallebart(tiny_dallebart(image_codebook_size=vqgan.config.n_embed), folder, np.float16)
         dalle_manifest = vqgan_manifest = None
     else:
         rng = np.random.default_rng(0)
@@ -181,18 +179,16 @@ def write_glid3(folder: Path, tiny: bool) -> dict[str, int]:
     import torch
     from torch import nn
 
-    from dalle_flow.models.glid3 import bert as bert_model
-    from dalle_flow.models.glid3 import kl_vae
+    from dalle_flow.models.glid3 import AutoencoderKL, KLConfig, tiny_bert_embedder, tiny_kl_vae, tiny_unet
+    from dalle_flow.models.glid3.tokenizer import tiny_vocab
 
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(1)
     params = {}
     if tiny:
-        from dalle_flow.models.glid3.unet import tiny_unet
-
         states = {"finetune.pt": lambda: tiny_unet().state_dict(),
-                  "bert.pt": lambda: bert_model.tiny_bert_embedder().state_dict()}
-        kl = kl_vae.tiny_kl_vae()
+                  "bert.pt": lambda: tiny_bert_embedder().state_dict()}
+        kl = tiny_kl_vae()
     else:
         def random_state(manifest):
             return lambda: {k: torch.from_numpy(_rng_array(rng, v, np.float32))
@@ -201,7 +197,7 @@ def write_glid3(folder: Path, tiny: bool) -> dict[str, int]:
         states = {"finetune.pt": random_state("glid3"), "bert.pt": random_state("ldm/bert")}
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
-            kl = kl_vae.AutoencoderKL(kl_vae.KLConfig())
+            kl = AutoencoderKL(KLConfig())
     for name, manifest in (("finetune.pt", "glid3"), ("bert.pt", "ldm/bert")):
         state = states[name]()  # one at a time: the UNet alone is 3.5 GB
         _check_shapes(f"glid3/{name}", _state_shapes(state), None if tiny else _manifest(manifest))
@@ -217,7 +213,7 @@ def write_glid3(folder: Path, tiny: bool) -> dict[str, int]:
         pickled.eval().requires_grad_(False)
         pickled.train = disabled_train  # what LatentDiffusion does to its first stage
         torch.save(pickled, folder / "kl-f8.pt")
-    vocab = bert_model.tiny_vocab()
+    vocab = tiny_vocab()
     (folder / "vocab.txt").write_text("".join(f"{token}\n" for token, _ in sorted(vocab.items(), key=lambda kv: kv[1])))
     return params
 
@@ -226,7 +222,8 @@ def write_swinir(path: Path, tiny: bool) -> int:
     import torch
 
     from dalle_flow.models.swinir.loader import save_swinir, tiny_swinir
-    from dalle_flow.models.swinir.network import SwinIR, SwinIRConfig
+    from dalle_flow.models.swinir.config import SwinIRConfig
+    from dalle_flow.models.swinir.network import SwinIR
 
     path.parent.mkdir(parents=True, exist_ok=True)
     if tiny:
@@ -261,12 +258,12 @@ def write_clip(folder: Path, tiny: bool) -> int:
     import torch
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
-    from dalle_flow.models.clip.model import ClipEmbedder
+    from dalle_flow.models.clip.loader import tiny_clip
     from dalle_flow.runtime.tiny_tokenizer import tiny_clip_tokenizer
 
     folder.mkdir(parents=True, exist_ok=True)
     if tiny:
-        embedder = ClipEmbedder.tiny()
+        embedder = tiny_clip()
         model, processor = embedder.model, embedder.image_processor
     else:
         tokenizer = tiny_clip_tokenizer(77)
@@ -291,12 +288,13 @@ def write_clipseg(folder: Path, tiny: bool) -> int:
     import torch
     from transformers import CLIPSegConfig, CLIPSegForImageSegmentation, ViTImageProcessor
 
-    from dalle_flow.models.clipseg import model as clipseg_model
+    from dalle_flow.models.clipseg.config import IMAGENET_MEAN, IMAGENET_STD
+    from dalle_flow.models.clipseg.loader import tiny_clipseg
     from dalle_flow.runtime.tiny_tokenizer import tiny_clip_tokenizer
 
     folder.mkdir(parents=True, exist_ok=True)
     if tiny:
-        model, processor = clipseg_model.tiny_clipseg()
+        model, processor = tiny_clipseg()
         image_processor, tokenizer = processor.image_processor, processor.tokenizer
     else:
         tokenizer = tiny_clip_tokenizer(77)
@@ -308,8 +306,7 @@ def write_clipseg(folder: Path, tiny: bool) -> int:
                                  pad_token_id=tokenizer.pad_token_id)))
         image_processor = ViTImageProcessor(do_resize=True, size={"height": 352, "width": 352}, resample=2,
                                             do_rescale=True, rescale_factor=1 / 255, do_normalize=True,
-                                            image_mean=list(clipseg_model.IMAGENET_MEAN),
-                                            image_std=list(clipseg_model.IMAGENET_STD))
+                                            image_mean=list(IMAGENET_MEAN), image_std=list(IMAGENET_STD))
     model.config.save_pretrained(folder)
     torch.save(model.state_dict(), folder / "pytorch_model.bin")  # the released repo ships pytorch_model.bin
     image_processor.save_pretrained(folder)
