@@ -5,8 +5,9 @@
   first: each candidate carries its prompt as `.text` too.
 - `drop_image_content` (clip_client sends true by default): `/encode` and `/rank` answer without the images' `.blob`
   and `.tensor`, as clip_server does; `/rank` answers matches without embeddings.
-- `model_name` (a multi-model clip_server's choice) is refused with a clear error: this server serves one CLIP. The
-  gateway refuses the endpoints clip_client puts it in (dalle_flow/deploy/gateway.py).
+- `model_name` (a multi-model clip_server's choice) and `access_paths`/`traversal_paths` (which nested Documents to
+  embed) are refused with a clear error: this server serves one CLIP and embeds the posted Documents themselves. The
+  gateway refuses the endpoints clip_client puts a model name in (dalle_flow/deploy/gateway.py).
 """
 from __future__ import annotations
 
@@ -24,10 +25,18 @@ def clip_input(doc, what: str, image_first: bool = False) -> str | np.ndarray:
     raise ValueError(f"{what}: carries neither text nor an image to encode")
 
 
-def refuse_model_choice(parameters) -> None:
-    if isinstance(parameters, dict) and parameters.get("model_name"):
-        raise ValueError(f"model_name: not supported by this server: it serves one CLIP model, so leave "
-                         f"model_name out (got {parameters['model_name']!r})")
+UNSUPPORTED_PARAMETERS = {
+    "model_name": "it serves one CLIP model",
+    "access_paths": "it embeds the posted Documents themselves",
+    "traversal_paths": "it embeds the posted Documents themselves",
+}
+
+
+def refuse_unsupported_parameters(parameters) -> None:
+    for name, why in UNSUPPORTED_PARAMETERS.items():
+        if isinstance(parameters, dict) and parameters.get(name):
+            raise ValueError(f"{name}: not supported by this server: {why}, so leave {name} out "
+                             f"(got {parameters[name]!r})")
 
 
 def drop_image_content(docs, parameters, matches: bool = False) -> None:

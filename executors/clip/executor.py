@@ -6,7 +6,7 @@ import numpy as np
 from docarray import DocumentArray
 from jina import Executor, requests
 
-from dalle_flow.serving.clip_protocol import clip_input, drop_image_content, refuse_model_choice
+from dalle_flow.serving.clip_protocol import clip_input, drop_image_content, refuse_unsupported_parameters
 from dalle_flow.serving.parameters import is_probe, require_prompts
 from dalle_flow.serving.presets import is_tiny
 from dalle_flow.serving.weights import resolve_hf_model
@@ -67,13 +67,13 @@ class ClipEncoder(_ClipExecutor):
 
     @requests(on="/encode")
     def encode(self, docs: DocumentArray, parameters: dict = None, **kwargs):
-        refuse_model_choice(parameters)
+        refuse_unsupported_parameters(parameters)
         embed(self.clip, docs)
         drop_image_content(docs, parameters)
 
     @requests(on="/rank")
     def rank(self, docs: DocumentArray, parameters: dict = None, **kwargs):
-        refuse_model_choice(parameters)
+        refuse_unsupported_parameters(parameters)
         for i, doc in enumerate(docs):
             doc.embedding = None  # as CLIP-as-service: the query is always re-encoded
             rank_matches(self.clip, doc, i)

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from docarray import Document, DocumentArray
 from jina import Executor, requests
 
-from dalle_flow.serving.clip_protocol import clip_input, drop_image_content, refuse_model_choice
+from dalle_flow.serving.clip_protocol import clip_input, drop_image_content, refuse_unsupported_parameters
 from dalle_flow.serving.images import encode_png
 from dalle_flow.serving.parameters import is_probe, require_prompts
 
@@ -112,13 +112,13 @@ class ClipServiceEncoder(_ClipService):
 
     @requests(on="/encode")
     async def encode(self, docs: DocumentArray, parameters: dict = None, **kwargs):
-        refuse_model_choice(parameters)
+        refuse_unsupported_parameters(parameters)
         await self._embed(docs)
         drop_image_content(docs, parameters)
 
     @requests(on="/rank")
     async def rank(self, docs: DocumentArray, parameters: dict = None, **kwargs):
-        refuse_model_choice(parameters)
+        refuse_unsupported_parameters(parameters)
         await self._rank(docs, keep_embeddings=True)
         drop_image_content(docs, parameters, matches=True)
 
