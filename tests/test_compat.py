@@ -271,3 +271,11 @@ def test_jina_flow_cli_serves_http_target_executor(tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+def test_websocket_answers_the_readme_limit(tiny_flow, tmp_path):
+    """README: over WebSocket, `/diffuse` with `num_images` up to 16 fits jina's client limit of 4 MiB (noise images,
+    the largest PNGs; the default 36 does not fit, and the README says so)."""
+    fav = image_doc("base64", tmp_path)
+    matches = fav.post(tiny_flow.url("websocket") + "/diffuse", parameters={"num_images": 16}).matches
+    assert len(matches) == 16
