@@ -91,3 +91,14 @@ def test_tensor_and_blob_win_over_the_uri_they_were_loaded_from():
     for doc in (blob_doc, tensor_doc):
         np.testing.assert_array_equal(images.document_image(doc), image)
     assert images.image_field(Document(text="no image")) is None
+
+
+def test_uint8_pixels_that_arrive_as_numbers_keep_their_values():
+    """HTTP's JSON carries a uint8 tensor as plain numbers: whole numbers in 0–255 are read as pixels."""
+    image = test_image(8, seed=2)
+    np.testing.assert_array_equal(images.tensor_to_image(image.astype(np.float64)), image)
+    np.testing.assert_array_equal(images.tensor_to_image(image.tolist()), image)
+    with pytest.raises(ValueError, match=r"float pixels must be in \[0, 1\] \(or whole numbers in 0–255\)"):
+        images.tensor_to_image(image.astype(np.float64) + 0.5)
+    with pytest.raises(ValueError, match="pixels must be finite"):
+        images.tensor_to_image(np.full((2, 2, 3), np.nan))

@@ -1,6 +1,7 @@
 """The Flow's gateway: Jina's own gRPC + HTTP + WebSocket gateway (`CompositeGateway`), plus repairs to what it
-answers. `flow.yml` names it (`gateway: uses: DalleFlowGateway`), so `jina flow --uses flow.yml`,
-`python -m dalle_flow serve` and the Kubernetes export all run it.
+answers. `flow.yml` names it by module and class (`uses: dalle_flow.deploy.gateway.DalleFlowGateway`: Jina imports it
+by name; a `py_modules` entry would crash `jina flow --uses flow.yml`'s gateway on an empty search path), so
+`jina flow --uses flow.yml`, `python -m dalle_flow serve` and the Kubernetes export all run it.
 
 Each repair is one named function of a finished response, applied on every protocol (they all answer through the
 same request streamer); further gateway features go beside them as their own pieces:

@@ -89,10 +89,20 @@ def tensor_to_image(tensor, field: str = "tensor") -> np.ndarray:
     _check_size(array.shape[1], array.shape[0], field)
     if array.dtype != np.uint8:
         array = array.astype(np.float64)
-        if not np.all(np.isfinite(array)) or array.min() < 0 or array.max() > 1:
-            raise ValueError(f"{field}: float pixels must be finite and in [0, 1]")
-        array = np.round(array * 255)
+        if not np.all(np.isfinite(array)):
+            raise ValueError(f"{field}: pixels must be finite")
+        if _is_uint8_pixels(array):
+            pass  # 0–255 pixels that lost their dtype on the way (HTTP's JSON turns a uint8 tensor into numbers)
+        elif array.min() < 0 or array.max() > 1:
+            raise ValueError(f"{field}: float pixels must be in [0, 1] (or whole numbers in 0–255)")
+        else:
+            array = np.round(array * 255)
     return np.ascontiguousarray(array[:, :, :3].astype(np.uint8))
+
+
+def _is_uint8_pixels(array: np.ndarray) -> bool:
+    """Whole numbers in 0–255 above 1 somewhere: uint8 pixels, since a [0, 1] image cannot have them."""
+    return array.max() > 1 and array.min() >= 0 and array.max() <= 255 and bool(np.all(array == np.round(array)))
 
 
 def _check_size(width: int, height: int, field: str):
