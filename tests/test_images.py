@@ -50,3 +50,55 @@ def test_png_round_trip():
     image = test_image(16)
     uri = images.image_to_data_uri(image)
     np.testing.assert_array_equal(images.decode_image_bytes(images.data_uri_bytes(uri)), image)
+
+
+def test_data_uris_in_both_encodings_and_with_parameters_decode_to_the_same_pixels():
+    from urllib.parse import quote_from_bytes
+
+    image = test_image(16, seed=4)
+    data = png_bytes(image)
+    b64 = base64.b64encode(data).decode()
+    wrapped = base64.encodebytes(data).decode()  # RFC 2045 line breaks
+    for uri in (f"data:image/png;base64,{b64}",
+                f"data:image/png;charset=utf-8;base64,{b64}",
+                f"data:image/png;name=cat.png;BASE64,{wrapped}",
+                f"data:image/png;charset=utf-8,{quote_from_bytes(data)}",  # DocArray's default (base64=False)
+                "data:," + quote_from_bytes(data),
+                Document(blob=data, mime_type="image/png").convert_blob_to_datauri().uri):
+        assert images.data_uri_bytes(uri) == data
+        np.testing.assert_array_equal(images.document_image(Document(uri=uri)), image)
+
+
+def test_size_limit_applies_to_decoded_bytes(monkeypatch):
+    from urllib.parse import quote_from_bytes
+
+    data = png_bytes(test_image(8))
+    monkeypatch.setattr(images, "MAX_IMAGE_BYTES", len(data))
+    assert images.data_uri_bytes("data:image/png," + quote_from_bytes(data)) == data  # 3× longer as text, still fits
+    monkeypatch.setattr(images, "MAX_IMAGE_BYTES", len(data) - 1)
+    for uri in ("data:image/png," + quote_from_bytes(data), "data:image/png;base64," + base64.b64encode(data).decode()):
+        with pytest.raises(ValueError, match="larger than the limit"):
+            images.data_uri_bytes(uri)
+    with pytest.raises(ValueError, match="needs a ','"):
+        images.data_uri_bytes("data:image/png;base64")
+
+
+def test_tensor_and_blob_win_over_the_uri_they_were_loaded_from():
+    image = test_image(8, seed=1)
+    blob_doc = Document(uri="https://example.com/cat.png", blob=png_bytes(image))
+    tensor_doc = Document(uri="cat.png", tensor=image)
+    assert images.image_field(blob_doc) == "blob" and images.image_field(tensor_doc) == "tensor"
+    for doc in (blob_doc, tensor_doc):
+        np.testing.assert_array_equal(images.document_image(doc), image)
+    assert images.image_field(Document(text="no image")) is None
+
+
+def test_uint8_pixels_that_arrive_as_numbers_keep_their_values():
+    """HTTP's JSON carries a uint8 tensor as plain numbers: whole numbers in 0–255 are read as pixels."""
+    image = test_image(8, seed=2)
+    np.testing.assert_array_equal(images.tensor_to_image(image.astype(np.float64)), image)
+    np.testing.assert_array_equal(images.tensor_to_image(image.tolist()), image)
+    with pytest.raises(ValueError, match=r"float pixels must be in \[0, 1\] \(or whole numbers in 0–255\)"):
+        images.tensor_to_image(image.astype(np.float64) + 0.5)
+    with pytest.raises(ValueError, match="pixels must be finite"):
+        images.tensor_to_image(np.full((2, 2, 3), np.nan))

@@ -5,7 +5,8 @@
    and a finite `timeout_ready` (Kubernetes cannot wait forever; the start-up probe is derived from it).
 2. `jina export kubernetes` on that YAML.
 3. What Jina's export cannot say, patched in: each executor's `--uses` path inside the image (Jina assumes one image
-   per executor with its config.yml in the working directory), GPU requests next to the limits, node selectors on
+   per executor with its config.yml in the working directory), the gateway's class (flow.yml's `DalleFlowGateway`,
+   from the same image), GPU requests next to the limits, node selectors on
    the GPU pods, the weights volume (an existing PersistentVolumeClaim, read-only, as DALLE_FLOW_WEIGHTS_DIR) and the
    store's workspace volume.
 """
@@ -27,6 +28,7 @@ WEIGHTS_MOUNT = "/weights"
 WORKSPACE_MOUNT = "/data/workspace"
 TIMEOUT_READY_MS = 30 * 60 * 1000  # real checkpoints from a cold volume take minutes; Jina's own default is 10
 MAX_GPUS = 8
+GATEWAY = "gateway"  # the gateway's name in Jina's export
 
 
 def dns_name(name: str) -> str:
@@ -47,6 +49,10 @@ def k8s_flow(options: ServeOptions, image: str, gpus: dict[str, int] | None = No
     if unknown:
         raise ValueError(f"--gpus: no executor named {', '.join(unknown)} in this Flow; it has {', '.join(names)}")
     uses_paths, gpu_counts = {}, {}
+    gateway = spec.get("gateway") or {}
+    if gateway.get("uses"):  # Jina exports a custom gateway only from an image; its class is patched back in
+        uses_paths[GATEWAY] = gateway["uses"]
+        gateway["uses"] = f"docker://{image}"
     for executor in spec["executors"]:
         name = executor["name"]
         local_uses = executor["uses"]
@@ -94,7 +100,7 @@ def patch_manifests(out_dir: Path, uses_paths: dict[str, str], gpu_counts: dict[
             touched |= _split_probe_options(doc["spec"]["template"]["spec"]["containers"])
             name = by_dns.get(doc["metadata"]["name"])
             if name is None:
-                continue  # the gateway
+                continue  # Jina's own gateway: nothing to patch
             pod = doc["spec"]["template"]["spec"]
             container = pod["containers"][0]
             args = container["args"]
@@ -102,6 +108,10 @@ def patch_manifests(out_dir: Path, uses_paths: dict[str, str], gpu_counts: dict[
             if args[at] != "config.yml":
                 raise RuntimeError(f"{path}: expected `--uses config.yml` from jina export, got {args[at]!r}")
             args[at] = uses_paths[name]
+            touched = True
+            patched.add(name)
+            if name == GATEWAY:
+                continue
             if name in gpu_counts:
                 resources = container.setdefault("resources", {})
                 limits = resources.setdefault("limits", {})

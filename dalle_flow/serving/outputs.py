@@ -12,10 +12,11 @@ from dalle_flow.serving.presets import preset_tags
 
 def image_document(image: np.ndarray, generator: str, text: str, seed: int, request_time: float,
                    preset: str | None = None, **params) -> Document:
-    """One generated image: `.uri` is a PNG data URI (no blob, no embedding), tags say how to reproduce it."""
+    """One generated image: `.uri` is a PNG data URI (no blob, no embedding), `.text` its prompt (as the original set
+    it: clients read `match.text`), tags say how to reproduce it (`text` among them)."""
     tags = {"generator": generator, "text": text, "seed": int(seed), "request_time": float(request_time),
             "created_time": time.time(), **params, **preset_tags(preset)}
-    return Document(uri=image_to_data_uri(image), mime_type="image/png", tags=tags)
+    return Document(uri=image_to_data_uri(image), mime_type="image/png", text=text, tags=tags)
 
 
 def request_timer() -> float:

@@ -7,3 +7,24 @@ def require_prompts(docs) -> None:
     for i, doc in enumerate(docs):
         if not doc.text or not doc.text.strip():
             raise ValueError(f"docs[{i}].text: the prompt is empty; send Document(text='...')")
+
+
+def document_prompt(doc, what: str, hint: str = "the prompt is empty; send the prompt in .text (or tags['text'])"):
+    """The prompt of a Document that carries an image: `.text`, else its `text` tag. DocArray v1 keeps one content
+    per Document, so an image in `.blob` or `.tensor` cannot have a `.text` beside it; every generated image carries
+    its prompt in both."""
+    prompt = doc.text or doc.tags.get("text")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ValueError(f"{what}.text: {hint}")
+    return prompt
+
+
+def is_probe(docs) -> bool:
+    """A request of empty Documents only, as `jina.Client.profiling()` and `clip_client.Client.profile()` send to `/`:
+    a health and latency probe, answered unchanged by every executor instead of refused for its missing prompt."""
+    return len(docs) > 0 and all(_is_empty(doc) for doc in docs)
+
+
+def _is_empty(doc) -> bool:
+    return not doc.text and not doc.blob and doc.tensor is None and not doc.uri and doc.embedding is None \
+        and not len(doc.matches) and not len(doc.chunks)

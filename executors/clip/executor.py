@@ -5,8 +5,8 @@ import numpy as np
 from docarray import DocumentArray
 from jina import Executor, requests
 
-from dalle_flow.serving.images import document_image, has_image
-from dalle_flow.serving.parameters import require_prompts
+from dalle_flow.serving.clip_protocol import clip_input, drop_image_content, refuse_unsupported_parameters
+from dalle_flow.serving.parameters import is_probe, require_prompts
 from dalle_flow.serving.presets import is_tiny
 from dalle_flow.serving.weights import resolve_hf_model
 from dalle_flow.runtime.device import resolve_device
@@ -20,25 +20,20 @@ def clip_for(model_name: str, device: str, dtype: str, preset: str | None, weigh
     return load_clip(resolve_hf_model("clip", model_name, weights_dir), device, dtype)
 
 
-def embed(clip: ClipEmbedder, docs: DocumentArray, what: str = "docs"):
-    """Set `.embedding` on every Document: its image when it carries one, else its text (as CLIP-as-service)."""
-    images, image_docs, texts, text_docs = [], [], [], []
-    for i, doc in enumerate(docs):
-        if has_image(doc):
-            images.append(document_image(doc, what=f"{what}[{i}]"))
-            image_docs.append(doc)
-        elif doc.text:
-            texts.append(doc.text)
-            text_docs.append(doc)
-        else:
-            raise ValueError(f"{what}[{i}]: carries neither text nor an image to encode")
-    for targets, vectors in ((image_docs, clip.encode_images(images)), (text_docs, clip.encode_text(texts))):
-        for doc, vector in zip(targets, vectors):
+def embed(clip: ClipEmbedder, docs: DocumentArray, what: str = "docs", image_first: bool = False):
+    """Set `.embedding` on every Document: its text when it has one, else its image, as CLIP-as-service; with
+    `image_first`, its image when it has one (the Flow's candidates carry their prompt as text too)."""
+    inputs = [clip_input(doc, f"{what}[{i}]", image_first) for i, doc in enumerate(docs)]
+    images = [(doc, x) for doc, x in zip(docs, inputs) if not isinstance(x, str)]
+    texts = [(doc, x) for doc, x in zip(docs, inputs) if isinstance(x, str)]
+    for pairs, encode in ((images, clip.encode_images), (texts, clip.encode_text)):
+        for (doc, _), vector in zip(pairs, encode([x for _, x in pairs])):
             doc.embedding = vector
 
 
-def rank_matches(clip: ClipEmbedder, doc, index: int):
-    """Reorder doc.matches best first; scores as CLIP-as-service: softmax of scaled cosine, and the cosine.
+def rank_matches(clip: ClipEmbedder, doc, index: int, candidates_image_first: bool = False):
+    """Reorder doc.matches best first; scores as CLIP-as-service: softmax of scaled cosine, and the cosine. Matches
+    come back without embeddings, as from clip_server.
 
     The query is the Document's own embedding when it has one from this CLIP (the prompt is embedded once on `/`),
     else its freshly computed embedding."""
@@ -46,13 +41,14 @@ def rank_matches(clip: ClipEmbedder, doc, index: int):
         embed(clip, DocumentArray([doc]), what=f"docs[{index}]")
     if not len(doc.matches):
         return
-    embed(clip, doc.matches, what=f"docs[{index}].matches")
+    embed(clip, doc.matches, what=f"docs[{index}].matches", image_first=candidates_image_first)
     clip_scores, cosines = rank_scores(np.asarray(doc.embedding), doc.matches.embeddings, clip.logit_scale)
     for match, score, cosine in zip(doc.matches, clip_scores, cosines):
         match.scores["clip_score"].value = float(score)
         match.scores["clip_score"].op_name = "softmax"
         match.scores["clip_score_cosine"].value = float(cosine)
         match.scores["clip_score_cosine"].op_name = "cosine"
+        match.embedding = None
     doc.matches = sorted(doc.matches, key=lambda m: m.scores["clip_score"].value, reverse=True)
 
 
@@ -69,27 +65,33 @@ class ClipEncoder(_ClipExecutor):
     """CLIP-as-service protocol (`/encode`, `/rank`) plus the prompt embedding on `/` that GLID-3 XL consumes."""
 
     @requests(on="/encode")
-    def encode(self, docs: DocumentArray, **kwargs):
+    def encode(self, docs: DocumentArray, parameters: dict = None, **kwargs):
+        refuse_unsupported_parameters(parameters)
         embed(self.clip, docs)
+        drop_image_content(docs, parameters)
 
     @requests(on="/rank")
-    def rank(self, docs: DocumentArray, **kwargs):
+    def rank(self, docs: DocumentArray, parameters: dict = None, **kwargs):
+        refuse_unsupported_parameters(parameters)
         for i, doc in enumerate(docs):
             doc.embedding = None  # as CLIP-as-service: the query is always re-encoded
             rank_matches(self.clip, doc, i)
+        drop_image_content(docs, parameters, matches=True)
 
     @requests(on="/")
     def encode_prompt(self, docs: DocumentArray, **kwargs):
+        if is_probe(docs):
+            return
         require_prompts(docs)
         embed(self.clip, docs)
 
 
 class ClipReranker(_ClipExecutor):
-    """Ranks every candidate a prompt received on `/` (from all generators), best first; matches keep no embedding."""
+    """Ranks every candidate a prompt received on `/` (from all generators) by its image, best first."""
 
     @requests(on="/")
     def rank_candidates(self, docs: DocumentArray, **kwargs):
+        if is_probe(docs):
+            return
         for i, doc in enumerate(docs):
-            rank_matches(self.clip, doc, i)
-            for match in doc.matches:
-                match.embedding = None
+            rank_matches(self.clip, doc, i, candidates_image_first=True)

@@ -18,20 +18,21 @@ from urllib.parse import urlsplit
 from docarray import Document, DocumentArray
 from jina import Executor, requests
 
-from dalle_flow.serving.images import document_image, encode_png, has_image
-from dalle_flow.serving.parameters import require_prompts
+from dalle_flow.serving.clip_protocol import clip_input, drop_image_content, refuse_unsupported_parameters
+from dalle_flow.serving.images import encode_png
+from dalle_flow.serving.parameters import is_probe, require_prompts
 
 TOKEN_ENV = "DALLE_FLOW_CLIP_TOKEN"
 SCORES = ("clip_score", "clip_score_cosine")
 
 
-def outgoing(doc, what: str) -> Document:
-    """What CLIP reads of a Document: its inline image as PNG bytes (validated here), else its text."""
-    if has_image(doc):
-        return Document(blob=encode_png(document_image(doc, what=what)), mime_type="image/png")
-    if doc.text:
-        return Document(text=doc.text)
-    raise ValueError(f"{what}: carries neither text nor an image to encode")
+def outgoing(doc, what: str, image_first: bool = False) -> Document:
+    """What CLIP reads of a Document (serving.clip_protocol.clip_input): its text, or its inline image as PNG bytes
+    (validated here)."""
+    content = clip_input(doc, what, image_first)
+    if isinstance(content, str):
+        return Document(text=content)
+    return Document(blob=encode_png(content), mime_type="image/png")
 
 
 class _ClipService(Executor):
@@ -72,13 +73,14 @@ class _ClipService(Executor):
         for doc, reply in zip(docs, await self._call("/encode", out)):
             doc.embedding = reply.embedding
 
-    async def _rank(self, docs: DocumentArray, keep_embeddings: bool):
+    async def _rank(self, docs: DocumentArray, keep_embeddings: bool, candidates_image_first: bool = False):
         """Reorder each Document's matches best first with the service's scores (CLIP-as-service /rank)."""
         ranked = [(i, doc) for i, doc in enumerate(docs) if len(doc.matches)]
         out = DocumentArray()
         for i, doc in ranked:
             query = outgoing(doc, f"docs[{i}]")
-            query.matches = [outgoing(m, f"docs[{i}].matches[{j}]") for j, m in enumerate(doc.matches)]
+            query.matches = [outgoing(m, f"docs[{i}].matches[{j}]", candidates_image_first)
+                             for j, m in enumerate(doc.matches)]
             for j, match in enumerate(query.matches):
                 match.id = str(j)
             out.append(query)
@@ -102,21 +104,30 @@ class ClipServiceEncoder(_ClipService):
 
     @requests(on="/")
     async def encode_prompt(self, docs: DocumentArray, **kwargs):
+        if is_probe(docs):
+            return
         require_prompts(docs)
         await self._embed(docs)
 
     @requests(on="/encode")
-    async def encode(self, docs: DocumentArray, **kwargs):
+    async def encode(self, docs: DocumentArray, parameters: dict = None, **kwargs):
+        refuse_unsupported_parameters(parameters)
         await self._embed(docs)
+        drop_image_content(docs, parameters)
 
     @requests(on="/rank")
-    async def rank(self, docs: DocumentArray, **kwargs):
+    async def rank(self, docs: DocumentArray, parameters: dict = None, **kwargs):
+        refuse_unsupported_parameters(parameters)
         await self._rank(docs, keep_embeddings=True)
+        drop_image_content(docs, parameters, matches=True)
 
 
 class ClipServiceReranker(_ClipService):
-    """`rerank` over CLIP-as-service: every candidate of a prompt on `/`, best first; matches keep no embedding."""
+    """`rerank` over CLIP-as-service: every candidate of a prompt on `/` by its image, best first; matches keep no
+    embedding."""
 
     @requests(on="/")
     async def rank_candidates(self, docs: DocumentArray, **kwargs):
-        await self._rank(docs, keep_embeddings=False)
+        if is_probe(docs):
+            return
+        await self._rank(docs, keep_embeddings=False, candidates_image_first=True)

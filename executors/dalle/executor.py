@@ -8,7 +8,7 @@ from jina import Executor, requests
 from dalle_flow.parameters import draw_seed
 from dalle_flow.runtime.device import resolve_device
 from dalle_flow.serving.outputs import image_document, request_timer
-from dalle_flow.serving.parameters import require_prompts
+from dalle_flow.serving.parameters import is_probe, require_prompts
 from dalle_flow.serving.presets import is_tiny
 from dalle_flow.serving.weights import resolve, resolve_group
 from dalle_flow.pipelines.dalle_mega import BATCH_SIZE, DALLE_PARAMS, DalleMegaPipeline
@@ -32,6 +32,8 @@ class DalleMega(Executor):
 
     @requests(on="/")
     def generate(self, docs: DocumentArray, parameters: dict, **kwargs):
+        if is_probe(docs):
+            return
         started = request_timer()
         values = DALLE_PARAMS.parse(parameters)
         seed = values.pop("seed")

@@ -18,6 +18,7 @@ from dalle_flow.parameters import draw_seed
 from dalle_flow.runtime.device import resolve_device
 from dalle_flow.serving.images import document_image, has_image
 from dalle_flow.serving.outputs import image_document, request_timer
+from dalle_flow.serving.parameters import document_prompt, is_probe
 from dalle_flow.serving.presets import is_tiny
 from dalle_flow.serving.weights import resolve, resolve_hf_model
 from dalle_flow.models.clip import DEFAULT_CLIP, ClipEmbedder, load_clip, tiny_clip
@@ -27,15 +28,6 @@ from dalle_flow.pipelines.glid3 import (BATCH_SIZE, GENERATE_PARAMS, REFINE_PARA
 GENERATOR = "GLID3-XL"
 WEIGHT_FILES = ("finetune.pt", "kl-f8.pt", "bert.pt", "vocab.txt")
 TINY_STEPS = 10  # default steps under the tiny preset: random weights gain nothing from more; tests stay fast
-
-
-def document_prompt(doc, what: str) -> str:
-    """The prompt: `.text`, else the `text` tag that every generated candidate carries (step 1's matches have no
-    `.text`, and the seed README posts such a match to /diffuse as it is)."""
-    prompt = doc.text or doc.tags.get("text")
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise ValueError(f"{what}.text: the prompt is empty; send the prompt in .text (or tags['text'])")
-    return prompt
 
 
 def prompt_clip_embedding(doc, prompt: str, clip: ClipEmbedder | None, dim: int | None, what: str):
@@ -94,7 +86,8 @@ class GLID3Diffusion(Executor):
     def generate(self, docs: DocumentArray, parameters: dict, **kwargs):
         """Text -> candidates for a prompt Document; a Document carrying an image is refined instead (the later
         original's `/` with target_executor='diffusion')."""
-        self._run(docs, parameters, image_required=False)
+        if not is_probe(docs):
+            self._run(docs, parameters, image_required=False)
 
     @requests(on="/diffuse")
     def diffuse(self, docs: DocumentArray, parameters: dict, **kwargs):

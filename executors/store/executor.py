@@ -7,7 +7,8 @@ import time
 from docarray import Document, DocumentArray
 from jina import Executor, requests
 
-from dalle_flow.serving.images import data_uri_bytes, decode_image_bytes, encode_png, has_image, tensor_to_image
+from dalle_flow.serving.images import (data_uri_bytes, decode_image_bytes, encode_png, has_image, image_field,
+                                       tensor_to_image)
 from dalle_flow.parameters import Param, Params
 from dalle_flow.store import ImageStore, StoredImage
 
@@ -16,12 +17,14 @@ HISTORY_PARAMS = Params((Param("offset", "int", default=0, low=0, high=10**9),
 
 
 def _png_bytes(doc, field: str) -> bytes:
-    """The image's encoded bytes as served (a PNG data URI stays byte-identical); other inputs become PNG."""
-    if doc.uri:
+    """The image's encoded bytes as served (a data URI's bytes stay byte-identical); tensors and blobs become PNG.
+    The same field wins as everywhere else (serving.images.image_field)."""
+    source = image_field(doc)
+    if source == "uri":
         data = data_uri_bytes(doc.uri, field=f"{field}.uri")
         decode_image_bytes(data, field=f"{field}.uri")  # refuse what is not an image before storing it
         return data
-    if doc.blob:
+    if source == "blob":
         return encode_png(decode_image_bytes(bytes(doc.blob), field=f"{field}.blob"))
     return encode_png(tensor_to_image(doc.tensor, field=f"{field}.tensor"))
 
