@@ -16,17 +16,21 @@ import re
 import subprocess
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
 
-from dalle_flow.deploy.flow_config import REPO_ROOT, ServeOptions, _accepts_device, flow_dict
+from dalle_flow.deploy.flow_config import HARDENED_GATEWAY, REPO_ROOT, ServeOptions, _accepts_device, flow_dict
 
 IMAGE_ROOT = "/app"  # the Dockerfile's WORKDIR: the repository's files inside the image
 WEIGHTS_MOUNT = "/weights"
 WORKSPACE_MOUNT = "/data/workspace"
 TIMEOUT_READY_MS = 30 * 60 * 1000  # real checkpoints from a cold volume take minutes; Jina's own default is 10
 MAX_GPUS = 8
+
+
+NETWORK_POLICY_FILE = Path("network-policy") / "network-policy.yml"  # beside the folders jina export writes
 
 
 def dns_name(name: str) -> str:
@@ -41,7 +45,11 @@ def k8s_flow(options: ServeOptions, image: str, gpus: dict[str, int] | None = No
                          "choose how many with --gpus NAME=N instead")
     if options.tls_cert or options.ports:
         raise ValueError("TLS and ports are the gateway Service's and Ingress's business on Kubernetes")
-    spec = flow_dict(options)
+    spec = flow_dict(replace(options, loopback_executors=False))  # pods listen on their own address
+    # jina export only takes a containerised gateway: export Jina's own, then patch_manifests points the gateway pod
+    # (which runs this image) at the hardened one
+    for key in ("uses", "py_modules"):
+        spec["gateway"].pop(key, None)
     names = [e["name"] for e in spec["executors"]]
     unknown = sorted(set(gpus or {}) - set(names))
     if unknown:
@@ -93,8 +101,9 @@ def patch_manifests(out_dir: Path, uses_paths: dict[str, str], gpu_counts: dict[
                 continue
             touched |= _split_probe_options(doc["spec"]["template"]["spec"]["containers"])
             name = by_dns.get(doc["metadata"]["name"])
-            if name is None:
-                continue  # the gateway
+            if name is None:  # the gateway
+                touched |= _use_hardened_gateway(doc["spec"]["template"]["spec"]["containers"][0]["args"], path)
+                continue
             pod = doc["spec"]["template"]["spec"]
             container = pod["containers"][0]
             args = container["args"]
@@ -127,6 +136,15 @@ def patch_manifests(out_dir: Path, uses_paths: dict[str, str], gpu_counts: dict[
     if missing:
         raise RuntimeError(f"jina export wrote no manifest for {', '.join(missing)}")
     return changed
+
+
+def _use_hardened_gateway(args: list[str], path: Path) -> bool:
+    at = args.index("--uses") + 1
+    if args[at] != "CompositeGateway":
+        raise RuntimeError(f"{path}: expected `--uses CompositeGateway` from jina export, got {args[at]!r}")
+    gateway_module = HARDENED_GATEWAY.relative_to(REPO_ROOT).as_posix()
+    args[at:at + 1] = ["HardenedGateway", "--py-modules", f"{IMAGE_ROOT}/{gateway_module}"]
+    return True
 
 
 def _split_probe_options(containers: list[dict]) -> bool:
@@ -174,4 +192,22 @@ def write_manifests(out_dir: Path, options: ServeOptions, image: str, namespace:
     spec, uses_paths, gpu_counts = k8s_flow(options, image, gpus)
     export(spec, out_dir, namespace, image)
     patch_manifests(out_dir, uses_paths, gpu_counts, node_selector, weights_pvc, workspace_pvc)
+    (out_dir / NETWORK_POLICY_FILE).parent.mkdir(exist_ok=True)
+    (out_dir / NETWORK_POLICY_FILE).write_text(yaml.safe_dump_all(network_policies(namespace), sort_keys=False))
     return sorted(out_dir.rglob("*.yml"))
+
+
+def network_policies(namespace: str) -> list[dict]:
+    """Executors accept connections from the gateway's pods only (Jina's executors speak plain, unauthenticated
+    gRPC: anyone reaching one could read and write the store, bypassing TLS and the gateway's limits). Pods carry
+    jina export's `pod_type` label: GATEWAY or WORKER (or HEAD)."""
+    return [{
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "executors-from-gateway-only", "namespace": namespace},
+        "spec": {
+            "podSelector": {"matchExpressions": [{"key": "pod_type", "operator": "NotIn", "values": ["GATEWAY"]}]},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": [{"podSelector": {"matchLabels": {"pod_type": "GATEWAY"}}}]}],
+        },
+    }]

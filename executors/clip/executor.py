@@ -6,6 +6,7 @@ from docarray import DocumentArray
 from jina import Executor, requests
 
 from dalle_flow.serving.images import document_image, has_image
+from dalle_flow.serving.limits import request_limits
 from dalle_flow.serving.parameters import require_prompts
 from dalle_flow.serving.presets import is_tiny
 from dalle_flow.serving.weights import resolve_hf_model
@@ -20,10 +21,18 @@ def clip_for(model_name: str, device: str, dtype: str, preset: str | None, weigh
     return load_clip(resolve_hf_model("clip", model_name, weights_dir), device, dtype)
 
 
+def check_request(docs: DocumentArray, endpoint: str):
+    """The request limits: Documents, and images or texts to embed (a Document's own and its matches')."""
+    limits = request_limits()
+    limits.check_docs(docs, endpoint)
+    limits.check_images(sum(1 + len(doc.matches) for doc in docs), f"{len(docs)} Documents and their matches")
+
+
 def embed(clip: ClipEmbedder, docs: DocumentArray, what: str = "docs"):
     """Set `.embedding` on every Document: its image when it carries one, else its text (as CLIP-as-service)."""
     images, image_docs, texts, text_docs = [], [], [], []
     for i, doc in enumerate(docs):
+        request_limits().check_prompt(doc.text, f"{what}[{i}].text")
         if has_image(doc):
             images.append(document_image(doc, what=f"{what}[{i}]"))
             image_docs.append(doc)
@@ -70,16 +79,19 @@ class ClipEncoder(_ClipExecutor):
 
     @requests(on="/encode")
     def encode(self, docs: DocumentArray, **kwargs):
+        check_request(docs, "/encode")
         embed(self.clip, docs)
 
     @requests(on="/rank")
     def rank(self, docs: DocumentArray, **kwargs):
+        check_request(docs, "/rank")
         for i, doc in enumerate(docs):
             doc.embedding = None  # as CLIP-as-service: the query is always re-encoded
             rank_matches(self.clip, doc, i)
 
     @requests(on="/")
     def encode_prompt(self, docs: DocumentArray, **kwargs):
+        request_limits().check_docs(docs, "/")  # first in the Flow: an oversized request stops here
         require_prompts(docs)
         embed(self.clip, docs)
 
