@@ -4,6 +4,7 @@ The session `tiny_flow` serves the attacks; the dead-executor test starts a Flow
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -71,7 +72,13 @@ def test_http_body_above_the_limit_is_refused_before_it_is_read(tiny_flow):
     with socket.create_connection(("127.0.0.1", tiny_flow.http), timeout=30) as conn:
         conn.sendall(b"POST /post HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                      b"Content-Length: 209715200\r\n\r\n")  # 200 MiB announced, none sent
-        reply = conn.recv(4096).decode(errors="replace")
+        reply = b""
+        while b"MIB" not in reply:  # headers and body may come in separate packets
+            chunk = conn.recv(4096)
+            if not chunk:
+                break
+            reply += chunk
+        reply = reply.decode(errors="replace")
     assert reply.startswith("HTTP/1.1 413") and "DALLE_FLOW_MAX_REQUEST_MIB" in reply
 
 
@@ -90,7 +97,10 @@ def test_errors_carry_no_traceback_paths_or_versions(tiny_flow):
     out = subprocess.run(["curl", "-s", "-X", "POST", f"{tiny_flow.url('http')}/post", "-H",
                           "Content-Type: application/json", "-d", body], capture_output=True, text=True,
                          timeout=60).stdout
-    assert "num_images: must be an integer" in out and ".py" not in out and "Traceback" not in out
+    header = json.loads(out)["header"]
+    assert "num_images: must be an integer" in json.dumps(header)
+    assert header["status"]["exception"]["stacks"] == []
+    assert not any(word in json.dumps(header) for word in ("Traceback", "/work/", "site-packages", "File \\\""))
     import grpc
     from google.protobuf import empty_pb2
     from jina.proto import jina_pb2_grpc
@@ -130,7 +140,7 @@ def flow_listeners(flow) -> list[tuple[str, int]]:
             local, state, inode = fields[1], fields[3], fields[9]
             if state == "0A" and inode in inodes:  # 0A: LISTEN
                 address, port = local.split(":")
-                listeners.append((_address(address), int(port, 16)))
+                listeners.append((_address(address).removeprefix("::ffff:"), int(port, 16)))  # v4 in a v6 socket
     return listeners
 
 
@@ -186,7 +196,7 @@ def test_dead_executor_stops_the_flow_with_a_non_zero_status(tmp_path):
         took = time.monotonic() - started
         assert code == 3, flow.log_tail()
         assert "upscaler/rep-0 (pid %d) exited with code -9" % pid in flow.log_tail(200_000)
-        assert took < 60, took  # a supervisor can act within seconds, not after a person notices
+        assert took < 30, took  # a supervisor can act within seconds, not after a person notices
         ping = subprocess.run([str(Path(sys.executable).with_name("jina")), "ping", "flow", flow.url("grpc"), "--timeout", "3000"],
                               capture_output=True, text=True, timeout=60)
         assert ping.returncode != 0  # the health check reports unhealthy

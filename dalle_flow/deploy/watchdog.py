@@ -3,16 +3,19 @@
 Jina 3 neither restarts a dead executor nor stops the Flow: after `kill -9` of one executor every request failed
 with a ConnectionError while the Flow process stayed alive, so no supervisor acted. `python -m dalle_flow serve`
 watches every process of the Flow (gateway, heads, executor replicas) once per `POLL_S`; when one has exited it logs
-which, closes the rest and exits with `EXIT_PROCESS_DIED`, so Docker (`--restart`), Kubernetes or systemd starts it
+which, stops the rest (SIGTERM, then SIGKILL after `STOP_GRACE_S`) and exits with `EXIT_PROCESS_DIED`, so Docker (`--restart`), Kubernetes or systemd starts it
 again; the gateway's port closes with it, so the health check fails at once.
 """
 from __future__ import annotations
 
+import os
 import sys
 import threading
+import time
 
 EXIT_PROCESS_DIED = 3
 POLL_S = 1.0
+STOP_GRACE_S = 10.0  # how long the other processes get to close after one died
 
 
 def flow_processes(flow) -> list[tuple[str, object]]:
@@ -69,5 +72,22 @@ def serve_supervised(flow) -> int:
             watchdog.finished.set()
         if watchdog.dead is not None:
             print(watchdog.report(), file=sys.stderr, flush=True)
-            return EXIT_PROCESS_DIED
+            stop_processes([process for _, process in processes])
+            sys.stdout.flush()
+            # not Flow.__exit__: Jina's orderly close waits about a minute on the dead executor before it gives up,
+            # and a supervisor should restart the Flow within seconds
+            os._exit(EXIT_PROCESS_DIED)
     return 0
+
+
+def stop_processes(processes, grace_s: float = STOP_GRACE_S) -> None:
+    """SIGTERM every live process (executors close, e.g. the store its database), SIGKILL what is left after grace_s."""
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    deadline = time.monotonic() + grace_s
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
+        if process.is_alive():
+            process.kill()
+            process.join(5)
