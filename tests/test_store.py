@@ -1,22 +1,16 @@
-<<<<<<< HEAD
-"""The SQLite store, then the store executor called without a Flow: what it stored survives a restart."""
-from docarray import Document, DocumentArray
-
-from dalle_flow.store import ImageStore, StoredImage
-from tests.conftest import load_script, png_data_uri, test_image
-=======
 """The SQLite store: server-owned ids, insert-only rows, namespaces, /history bounded by bytes, SQLite's own errors,
 quick_check on open."""
 import sqlite3
 
 import pytest
+from docarray import Document, DocumentArray
 
 from dalle_flow.store import ImageStore, StoredImage, StoreError
+from tests.conftest import load_script, png_data_uri, test_image
 
 
 def image(i: int, namespace: str = "", size: int = 10) -> StoredImage:
     return StoredImage(f"prompt {i}", "image/png", {"i": i}, bytes([i % 256]) * size, namespace)
->>>>>>> 16e02be (Hardening (issue 10.1-10.5): request limits and deadlines, linear DALL·E normaliser with seeded <person>, hardened gateway, loopback executors, NetworkPolicy, store owning its ids, watchdog; load test; README Limits and security)
 
 
 def test_store_survives_reopen_and_pages_newest_first(tmp_path):
@@ -46,29 +40,6 @@ def test_failed_batch_stores_nothing(tmp_path):
     bad = [image(2), StoredImage("broken", "image/png", {}, None)]
     with pytest.raises(StoreError, match="not stored"):
         store.add(bad)
-<<<<<<< HEAD
-    except Exception:
-        pass
-    assert [item.id for item in store.history()] == ["keep"]
-
-
-def test_store_executor_serves_the_same_bytes_after_a_restart(tmp_path):
-    store_executor = load_script("executors/store/executor.py").ImageStoreExecutor
-    uris = [png_data_uri(test_image(24, seed=s)) for s in range(3)]
-    executor = store_executor(workspace=str(tmp_path))
-    for uri in uris:  # one request each, as /upscale sends them
-        docs = DocumentArray([Document(uri=uri, text="keep me")])
-        executor.persist(docs)
-        assert docs[0].tags["stored"] is True
-    executor.close()
-    executor = store_executor(workspace=str(tmp_path))  # the same workspace, as a restarted Flow
-    try:
-        history = executor.history(parameters={"limit": 10})
-    finally:
-        executor.close()
-    assert [d.uri for d in history] == uris[::-1]  # newest first, the very same PNG bytes
-    assert [d.text for d in history] == ["keep me"] * 3
-=======
     assert [item.text for item in store.history()] == ["prompt 1"]
 
 
@@ -123,4 +94,21 @@ def test_damaged_database_is_refused_at_open(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(StoreError, match=str(path.name)):
         ImageStore(path)
->>>>>>> 16e02be (Hardening (issue 10.1-10.5): request limits and deadlines, linear DALL·E normaliser with seeded <person>, hardened gateway, loopback executors, NetworkPolicy, store owning its ids, watchdog; load test; README Limits and security)
+
+
+def test_store_executor_serves_the_same_bytes_after_a_restart(tmp_path):
+    store_executor = load_script("executors/store/executor.py").ImageStoreExecutor
+    uris = [png_data_uri(test_image(24, seed=s)) for s in range(3)]
+    executor = store_executor(workspace=str(tmp_path))
+    for uri in uris:  # one request each, as /upscale sends them
+        docs = DocumentArray([Document(uri=uri, text="keep me")])
+        executor.persist(docs)
+        assert docs[0].tags["stored"] is True
+    executor.close()
+    executor = store_executor(workspace=str(tmp_path))  # the same workspace, as a restarted Flow
+    try:
+        history = executor.history(parameters={"limit": 10})
+    finally:
+        executor.close()
+    assert [d.uri for d in history] == uris[::-1]  # newest first, the very same PNG bytes
+    assert [d.text for d in history] == ["keep me"] * 3

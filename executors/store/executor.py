@@ -1,6 +1,3 @@
-<<<<<<< HEAD
-"""`store`: persists every finished image (on /upscale) and serves them back on /history, newest first."""
-=======
 """`store`: persists every finished image (on /upscale) and serves them back on /history, newest first.
 
 Nothing a client sends decides what is stored or under which id: every image the /upscale response carries (the
@@ -8,8 +5,6 @@ Document's and its matches', as the upscaler returned them) is checked as an ima
 drawn by the store; the mime type is read from the bytes. `stored` and `stored_id` are set on a Document only once
 its row is durable. `namespace` (optional, on both endpoints) keeps a client's history apart from the shared one.
 """
-from __future__ import annotations
->>>>>>> 16e02be (Hardening (issue 10.1-10.5): request limits and deadlines, linear DALL·E normaliser with seeded <person>, hardened gateway, loopback executors, NetworkPolicy, store owning its ids, watchdog; load test; README Limits and security)
 
 import base64
 import json
