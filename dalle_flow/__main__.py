@@ -36,10 +36,9 @@ def serve(args) -> int:
     options = options_from(args, ports=tuple(args.ports) if args.ports else None, tls_cert=args.tls_cert,
                            tls_key=args.tls_key, monitoring=args.monitoring, monitoring_port=args.monitoring_port,
                            workspace=args.workspace, env=env)
-    flow = build_flow(options)
-    with flow:
-        flow.block()
-    return 0
+    from dalle_flow.deploy.watchdog import serve_supervised
+
+    return serve_supervised(build_flow(options))
 
 
 def flow_yaml(args) -> int:

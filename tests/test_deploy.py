@@ -183,10 +183,17 @@ def test_k8s_manifests_validate_and_carry_gpus_volumes_and_paths(tmp_path, monke
                                "dalle-weights", "--workspace-pvc", "dalle-store", monkeypatch=monkeypatch,
                                env={"DALLE_FLOW_REPLICAS_DIFFUSION": "2"})
     assert code == 0, err
-    assert set(manifests) == GPU_EXECUTORS | {"store", "gateway"}
+    assert set(manifests) == GPU_EXECUTORS | {"store", "gateway", "network-policy"}
     for docs in manifests.values():
         for doc in docs:
             kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+    # executors speak plain gRPC: only the gateway's pods may reach them
+    (policy,) = manifests.pop("network-policy")
+    assert policy["kind"] == "NetworkPolicy" and policy["spec"]["ingress"] == [
+        {"from": [{"podSelector": {"matchLabels": {"pod_type": "GATEWAY"}}}]}]
+    assert {labels["pod_type"] for labels in
+            (workload(docs)["spec"]["template"]["metadata"]["labels"] for docs in manifests.values())} == {
+        "GATEWAY", "WORKER"}  # the labels the policy selects on exist
     for name, docs in manifests.items():
         pod = workload(docs)["spec"]["template"]["spec"]
         container = pod["containers"][0]
@@ -214,6 +221,8 @@ def test_k8s_manifests_validate_and_carry_gpus_volumes_and_paths(tmp_path, monke
     assert workload(manifests["diffusion"])["spec"]["replicas"] == 2
     graph = workload(manifests["gateway"])["spec"]["template"]["spec"]["containers"][0]["args"]
     assert '"clipseg"' in graph[graph.index("--graph-description") + 1]
+    # the gateway pod runs the Flow's own gateway class from the image (no tracebacks, versions or credentialed CORS)
+    assert graph[graph.index("--uses") + 1] == "dalle_flow.deploy.gateway.DalleFlowGateway"
 
 
 def test_k8s_follows_the_toggles_and_gpu_choices(tmp_path, monkeypatch):
@@ -221,7 +230,9 @@ def test_k8s_follows_the_toggles_and_gpu_choices(tmp_path, monkeypatch):
                                env={"DISABLE_DALLE_MEGA": "1", "ENABLE_CLIPSEG": "0",
                                     "DALLE_FLOW_CLIP_SERVER": "grpcs://clip.example:2096"})
     assert code == 0, err
-    assert set(manifests) == {"clip_encoder", "diffusion", "rerank", "upscaler", "store", "gateway"}
+    assert set(manifests) == {"clip_encoder", "diffusion", "rerank", "upscaler", "store", "gateway",
+                              "network-policy"}
+    manifests.pop("network-policy")
     gpus = {name: workload(docs)["spec"]["template"]["spec"]["containers"][0].get("resources", {})
             .get("limits", {}).get("nvidia.com/gpu") for name, docs in manifests.items()}
     # CLIP runs at the service, the upscaler on the CPU as asked: only diffusion holds a GPU

@@ -39,7 +39,7 @@ def test_upscale_256_to_1024_tagged_and_stored_byte_identical(tiny_flow):
     assert not result.blob and result.tensor is None
 
     history = Client(host=tiny_flow.url("grpc")).post("/history", parameters={"limit": 1})
-    assert len(history) == 1 and history[0].id == result.id
+    assert len(history) == 1 and history[0].id == result.tags["stored_id"] != result.id  # the store's own id
     assert uri_bytes(history[0].uri) == uri_bytes(result.uri)  # the very PNG the client received
     assert history[0].tags["upscaled"] is True and history[0].tags["seed"] == 1234
 
@@ -62,7 +62,7 @@ def test_matches_of_a_prompt_document_are_upscaled_and_stored(tiny_flow):
     history = Client(host=tiny_flow.url("grpc")).post("/history", parameters={"limit": 3})
     stored = {d.id: d.uri for d in history}
     for match in result.matches:
-        assert uri_bytes(stored[match.id]) == uri_bytes(match.uri)
+        assert uri_bytes(stored[match.tags["stored_id"]]) == uri_bytes(match.uri)
 
 
 def test_tiled_upscale_through_the_flow(tiny_flow):

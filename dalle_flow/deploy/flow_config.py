@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from dalle_flow.deploy import flow_graph
+from dalle_flow.serving.limits import request_limits
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FLOW_YML = REPO_ROOT / "flow.yml"
@@ -43,6 +44,8 @@ SETTING_PREFIXES = {"devices": "DALLE_FLOW_DEVICE_", "cuda_devices": "DALLE_FLOW
 MAX_REPLICAS = 16
 SINGLE_REPLICA = {"store": "it keeps one SQLite database that replicas would write concurrently"}
 TRUE, FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
+LOOPBACK = "127.0.0.1"
+GATEWAY_TIMEOUT_MARGIN_S = 30
 
 
 @dataclass
@@ -62,6 +65,9 @@ class ServeOptions:
     cuda_devices: dict = field(default_factory=dict)  # executor -> its CUDA_VISIBLE_DEVICES: "1", "0,1", "RR"
     replicas: dict = field(default_factory=dict)  # executor -> number of replicas
     clip_server: str | None = None  # grpc[s]://host:port of a CLIP-as-service used instead of local CLIP
+    # executors listen on 127.0.0.1 only: on one host nothing but the gateway may reach them (on Kubernetes they
+    # must listen on the pod's address, and NetworkPolicy objects keep clients out instead; see deploy/k8s.py)
+    loopback_executors: bool = True
 
 
 def all_executor_names(source: Path = FLOW_YML) -> list[str]:
@@ -183,6 +189,7 @@ def flow_dict(options: ServeOptions | None = None, source: Path = FLOW_YML) -> d
         # on the gateway alone: Flow-level `with:` arguments also reach the executors, whose internal gRPC stays plain
         spec.setdefault("gateway", {}).update(ssl_certfile=str(Path(options.tls_cert).resolve()),
                                               ssl_keyfile=str(Path(options.tls_key).resolve()))
+    _harden_gateway(spec.setdefault("gateway", {}), request_limits())
     if options.monitoring:
         gateway["monitoring"] = True
         if options.monitoring_port:
@@ -200,10 +207,21 @@ def flow_dict(options: ServeOptions | None = None, source: Path = FLOW_YML) -> d
             executor["workspace"] = str(Path(options.workspace).resolve())
         if options.monitoring:
             executor["monitoring"] = True
+        if options.loopback_executors and not executor.get("external"):
+            executor["host"] = LOOPBACK
         if options.env:
             executor["env"] = {**executor.get("env", {}), **options.env}
     _apply_settings(options, spec["executors"], known)
     return spec
+
+
+def _harden_gateway(gateway: dict, limits) -> None:
+    """Settings of the gateway that flow.yml names (deploy/gateway.py: no tracebacks, versions or internal addresses
+    to clients, CORS without credentials, HTTP/WebSocket size limit): the largest gRPC message it accepts, and how long
+    it waits for an executor (an executor stops its own work at the request deadline; the margin lets its error reach
+    the client first)."""
+    gateway["grpc_server_options"] = {"grpc.max_receive_message_length": limits.max_request_mib * 1024 * 1024}
+    gateway["timeout_send"] = (limits.request_timeout_s + GATEWAY_TIMEOUT_MARGIN_S) * 1000
 
 
 def flow_yaml(options: ServeOptions | None = None, source: Path = FLOW_YML) -> str:

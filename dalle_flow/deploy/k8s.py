@@ -17,6 +17,7 @@ import re
 import subprocess
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
@@ -31,6 +32,9 @@ MAX_GPUS = 8
 GATEWAY = "gateway"  # the gateway's name in Jina's export
 
 
+NETWORK_POLICY_FILE = Path("network-policy") / "network-policy.yml"  # beside the folders jina export writes
+
+
 def dns_name(name: str) -> str:
     """The name Jina gives an executor's Kubernetes objects (jina.orchestrate.deployments.config.helper)."""
     return name.replace("/", "-").replace("_", "-").lower()
@@ -43,7 +47,7 @@ def k8s_flow(options: ServeOptions, image: str, gpus: dict[str, int] | None = No
                          "choose how many with --gpus NAME=N instead")
     if options.tls_cert or options.ports:
         raise ValueError("TLS and ports are the gateway Service's and Ingress's business on Kubernetes")
-    spec = flow_dict(options)
+    spec = flow_dict(replace(options, loopback_executors=False))  # pods listen on their own address
     names = [e["name"] for e in spec["executors"]]
     unknown = sorted(set(gpus or {}) - set(names))
     if unknown:
@@ -184,4 +188,22 @@ def write_manifests(out_dir: Path, options: ServeOptions, image: str, namespace:
     spec, uses_paths, gpu_counts = k8s_flow(options, image, gpus)
     export(spec, out_dir, namespace, image)
     patch_manifests(out_dir, uses_paths, gpu_counts, node_selector, weights_pvc, workspace_pvc)
+    (out_dir / NETWORK_POLICY_FILE).parent.mkdir(exist_ok=True)
+    (out_dir / NETWORK_POLICY_FILE).write_text(yaml.safe_dump_all(network_policies(namespace), sort_keys=False))
     return sorted(out_dir.rglob("*.yml"))
+
+
+def network_policies(namespace: str) -> list[dict]:
+    """Executors accept connections from the gateway's pods only (Jina's executors speak plain, unauthenticated
+    gRPC: anyone reaching one could read and write the store, bypassing TLS and the gateway's limits). Pods carry
+    jina export's `pod_type` label: GATEWAY or WORKER (or HEAD)."""
+    return [{
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "executors-from-gateway-only", "namespace": namespace},
+        "spec": {
+            "podSelector": {"matchExpressions": [{"key": "pod_type", "operator": "NotIn", "values": ["GATEWAY"]}]},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": [{"podSelector": {"matchLabels": {"pod_type": "GATEWAY"}}}]}],
+        },
+    }]

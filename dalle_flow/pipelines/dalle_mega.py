@@ -1,6 +1,7 @@
 """DALL·E Mega text -> images: processor (normaliser + BPE), DalleBart token sampling, VQGAN decoding."""
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import numpy as np
@@ -51,17 +52,19 @@ class DalleMegaPipeline:
     @torch.inference_mode()
     def generate(self, prompt: str, num_images: int, seed: int, cond_scale: float = DALLE_PARAMS.default("cond_scale"),
                  top_k: int = DALLE_PARAMS.default("top_k"), top_p: float = DALLE_PARAMS.default("top_p"),
-                 temperature: float = DALLE_PARAMS.default("temperature")) -> np.ndarray:
+                 temperature: float = DALLE_PARAMS.default("temperature"), between_batches=None) -> np.ndarray:
         """(num_images, 256, 256, 3) uint8. Image k depends on (seed, batch_size, k, device type), not on num_images.
-        Arguments are checked with DALLE_PARAMS (the executor has parsed them with it already)."""
+        Arguments are checked with DALLE_PARAMS (the executor has parsed them with it already). The seed also picks
+        the words a lone `<person>` becomes, so such prompts reproduce too. between_batches(done, total) runs before
+        each sampling batch and may raise to stop (a request's deadline)."""
         values = DALLE_PARAMS.parse(dict(num_images=num_images, seed=seed, cond_scale=cond_scale, top_k=top_k,
                                          top_p=top_p, temperature=temperature))
         num_images, seed = values.pop("num_images"), values.pop("seed")
-        text_ids, text_mask = self.processor([prompt])
+        text_ids, text_mask = self.processor([prompt], random.Random(seed))
         uncond_ids, uncond_mask = self.processor.uncond_ids()
         codes = generate_tokens(self.dalle, text_ids, uncond_ids, num_images, seed, batch_size=self.batch_size,
                                 codebook_size=self.vqgan.config.n_embed, text_mask=text_mask,
-                                uncond_mask=uncond_mask, **values)
+                                uncond_mask=uncond_mask, between_batches=between_batches, **values)
         codes = codes.to(next(self.vqgan.parameters()).device)
         return np.concatenate([postprocess(self.vqgan.decode_code(codes[i:i + VQGAN_DECODE_BATCH]))
                                for i in range(0, len(codes), VQGAN_DECODE_BATCH)])

@@ -118,24 +118,26 @@ class Glid3Pipeline:
 
     def generate(self, prompt: str, num_images: int, seed: int, steps: int = GENERATE_PARAMS.default("steps"),
                  guidance_scale: float = GENERATE_PARAMS.default("guidance_scale"), clip_embed=None,
-                 blank_clip_embed=None, batch_size: int = BATCH_SIZE.default) -> np.ndarray:
-        """Text to images: (num_images, 256, 256, 3) uint8. Arguments are checked with GENERATE_PARAMS."""
+                 blank_clip_embed=None, batch_size: int = BATCH_SIZE.default, between_batches=None) -> np.ndarray:
+        """Text to images: (num_images, 256, 256, 3) uint8. Arguments are checked with GENERATE_PARAMS.
+        between_batches(done, total) runs before each batch and may raise to stop (a request's deadline)."""
         p = GENERATE_PARAMS.parse(dict(num_images=num_images, seed=seed, steps=steps, guidance_scale=guidance_scale))
         return self._run(_prompt(prompt), p["num_images"], p["seed"], p["steps"], p["guidance_scale"], clip_embed,
-                         blank_clip_embed, BATCH_SIZE.convert(batch_size), image=None, skip=0)
+                         blank_clip_embed, BATCH_SIZE.convert(batch_size), image=None, skip=0,
+                         between_batches=between_batches)
 
     def refine(self, image: np.ndarray, prompt: str, num_images: int, seed: int,
                steps: int = REFINE_PARAMS.default("steps"),
                guidance_scale: float = REFINE_PARAMS.default("guidance_scale"),
                skip_rate: float = REFINE_PARAMS.default("skip_rate"), clip_embed=None, blank_clip_embed=None,
-               batch_size: int = BATCH_SIZE.default) -> np.ndarray:
+               batch_size: int = BATCH_SIZE.default, between_batches=None) -> np.ndarray:
         """Refine an image (HWC RGB uint8, any size) towards the prompt: (num_images, 256, 256, 3) uint8. Arguments
         are checked with REFINE_PARAMS (so a skip_rate leaving too few steps is refused)."""
         p = REFINE_PARAMS.parse(dict(num_images=num_images, seed=seed, steps=steps, guidance_scale=guidance_scale,
                                      skip_rate=skip_rate))
         return self._run(_prompt(prompt), p["num_images"], p["seed"], p["steps"], p["guidance_scale"], clip_embed,
                          blank_clip_embed, BATCH_SIZE.convert(batch_size), image=_image_array(image),
-                         skip=skipped_steps(p["steps"], p["skip_rate"]))
+                         skip=skipped_steps(p["steps"], p["skip_rate"]), between_batches=between_batches)
 
     # -- internals --------------------------------------------------------------------------------------------------
 
@@ -158,7 +160,7 @@ class Glid3Pipeline:
 
     @torch.inference_mode()
     def _run(self, prompt, num_images, seed, steps, guidance_scale, clip_embed, blank_clip_embed, batch_size, image,
-             skip) -> np.ndarray:
+             skip, between_batches=None) -> np.ndarray:
         clip = self._clip_rows(clip_embed, blank_clip_embed)
         text_context = self._bert([f'"{prompt}"'])
         schedule = spaced_schedule(int(steps))
@@ -169,6 +171,8 @@ class Glid3Pipeline:
 
         images = []
         for start in range(0, num_images, batch_size):
+            if between_batches is not None:
+                between_batches(start, num_images)
             b = min(batch_size, num_images - start)
             noise = torch.randn((2 * b, *shape), generator=generator).to(self.device)
             context = torch.cat([text_context.expand(b, -1, -1), self.blank_context.expand(b, -1, -1)])

@@ -68,6 +68,20 @@ def _too_large(field: str) -> str:
 
 def decode_image_bytes(data: bytes, field: str = "blob") -> np.ndarray:
     """Encoded bytes -> uint8 RGB H×W×3, refusing oversized or undecodable input."""
+    return _checked_decode(data, field, lambda img: np.asarray(img.convert("RGB"), dtype=np.uint8).copy())
+
+
+def image_mime_type(data: bytes, field: str = "blob") -> str:
+    """The real mime type of encoded image bytes (read from the data, not from what a client says), after the same
+    checks as `decode_image_bytes`: size, format, sides, and a full decode."""
+    def mime(img) -> str:
+        img.load()
+        return Image.MIME[img.format]
+
+    return _checked_decode(data, field, mime)
+
+
+def _checked_decode(data: bytes, field: str, use):
     if len(data) > MAX_IMAGE_BYTES:
         raise ValueError(_too_large(field))
     try:
@@ -75,7 +89,7 @@ def decode_image_bytes(data: bytes, field: str = "blob") -> np.ndarray:
             if img.format not in ALLOWED_FORMATS:
                 raise ValueError(f"{field}: image format {img.format} is not accepted; use one of {ALLOWED_FORMATS}")
             _check_size(img.width, img.height, field)
-            return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+            return use(img)
     except ValueError:
         raise
     except Exception as exc:  # PIL raises many types for corrupt data; all mean the same to the client

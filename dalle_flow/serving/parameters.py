@@ -1,12 +1,16 @@
 """Checks on request Documents that no parameter declaration can express (parameters: dalle_flow/parameters.py)."""
 from __future__ import annotations
 
+from dalle_flow.serving.limits import request_limits
+
 
 def require_prompts(docs) -> None:
-    """Every request Document must carry a prompt in `.text`; the message says which one does not."""
+    """Every request Document must carry a prompt in `.text`, within the prompt length limit; the message says which
+    one does not."""
     for i, doc in enumerate(docs):
         if not doc.text or not doc.text.strip():
             raise ValueError(f"docs[{i}].text: the prompt is empty; send Document(text='...')")
+        request_limits().check_prompt(doc.text, f"docs[{i}].text")
 
 
 def document_prompt(doc, what: str, hint: str = "the prompt is empty; send the prompt in .text (or tags['text'])"):
@@ -16,6 +20,7 @@ def document_prompt(doc, what: str, hint: str = "the prompt is empty; send the p
     prompt = doc.text or doc.tags.get("text")
     if not isinstance(prompt, str) or not prompt.strip():
         raise ValueError(f"{what}.text: {hint}")
+    request_limits().check_prompt(prompt, f"{what}.text")
     return prompt
 
 

@@ -6,6 +6,7 @@ from docarray import DocumentArray
 from jina import Executor, requests
 
 from dalle_flow.serving.clip_protocol import clip_input, drop_image_content, refuse_unsupported_parameters
+from dalle_flow.serving.limits import request_limits
 from dalle_flow.serving.parameters import is_probe, require_prompts
 from dalle_flow.serving.presets import is_tiny
 from dalle_flow.serving.weights import resolve_hf_model
@@ -20,9 +21,18 @@ def clip_for(model_name: str, device: str, dtype: str, preset: str | None, weigh
     return load_clip(resolve_hf_model("clip", model_name, weights_dir), device, dtype)
 
 
+def check_request(docs: DocumentArray, endpoint: str):
+    """The request limits: Documents, and images or texts to embed (a Document's own and its matches')."""
+    limits = request_limits()
+    limits.check_docs(docs, endpoint)
+    limits.check_images(sum(1 + len(doc.matches) for doc in docs), f"{len(docs)} Documents and their matches")
+
+
 def embed(clip: ClipEmbedder, docs: DocumentArray, what: str = "docs", image_first: bool = False):
     """Set `.embedding` on every Document: its text when it has one, else its image, as CLIP-as-service; with
     `image_first`, its image when it has one (the Flow's candidates carry their prompt as text too)."""
+    for i, doc in enumerate(docs):
+        request_limits().check_prompt(doc.text, f"{what}[{i}].text")
     inputs = [clip_input(doc, f"{what}[{i}]", image_first) for i, doc in enumerate(docs)]
     images = [(doc, x) for doc, x in zip(docs, inputs) if not isinstance(x, str)]
     texts = [(doc, x) for doc, x in zip(docs, inputs) if isinstance(x, str)]
@@ -67,12 +77,14 @@ class ClipEncoder(_ClipExecutor):
     @requests(on="/encode")
     def encode(self, docs: DocumentArray, parameters: dict = None, **kwargs):
         refuse_unsupported_parameters(parameters)
+        check_request(docs, "/encode")
         embed(self.clip, docs)
         drop_image_content(docs, parameters)
 
     @requests(on="/rank")
     def rank(self, docs: DocumentArray, parameters: dict = None, **kwargs):
         refuse_unsupported_parameters(parameters)
+        check_request(docs, "/rank")
         for i, doc in enumerate(docs):
             doc.embedding = None  # as CLIP-as-service: the query is always re-encoded
             rank_matches(self.clip, doc, i)
@@ -82,6 +94,7 @@ class ClipEncoder(_ClipExecutor):
     def encode_prompt(self, docs: DocumentArray, **kwargs):
         if is_probe(docs):
             return
+        request_limits().check_docs(docs, "/")  # first in the Flow: an oversized request stops here
         require_prompts(docs)
         embed(self.clip, docs)
 

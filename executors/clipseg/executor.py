@@ -13,6 +13,7 @@ from jina import Executor, requests
 from dalle_flow.runtime.device import resolve_device
 from dalle_flow.serving.images import document_image, image_to_data_uri
 from dalle_flow.serving.parameters import document_prompt
+from dalle_flow.serving.limits import request_limits
 from dalle_flow.serving.presets import is_tiny, preset_tags
 from dalle_flow.serving.weights import CLIPSEG_REPO, resolve_hf_model
 from dalle_flow.models.clipseg import load_clipseg, tiny_clipseg
@@ -45,10 +46,14 @@ class ClipSegmenter(Executor):
     @requests(on="/segment")
     def segment_docs(self, docs: DocumentArray, parameters: dict = None, **kwargs):
         options = SEGMENT_PARAMS.parse(parameters)
+        limits = request_limits()
+        limits.check_docs(docs, "/segment")
         # every Document is checked before the model runs on any of them: a bad one fails the request cleanly
         inputs = [self._checked_input(doc, f"docs[{i}]") for i, doc in enumerate(docs)]
+        deadline = limits.deadline()
         results = []
         for image, prompt in inputs:
+            deadline.check(len(results), len(inputs))
             alpha = apply_threshold(segment(self.model, self.processor, image, prompt), **options)
             results.append((rgba(image, alpha), alpha, prompt))
         for doc, (image, alpha, prompt) in zip(docs, results):

@@ -7,6 +7,7 @@ from jina import Executor, requests
 
 from dalle_flow.parameters import draw_seed
 from dalle_flow.runtime.device import resolve_device
+from dalle_flow.serving.limits import release_memory, request_limits
 from dalle_flow.serving.outputs import image_document, request_timer
 from dalle_flow.serving.parameters import is_probe, require_prompts
 from dalle_flow.serving.presets import is_tiny
@@ -39,8 +40,15 @@ class DalleMega(Executor):
         seed = values.pop("seed")
         seed = draw_seed() if seed is None else seed
         num_images = values.pop("num_images")
+        limits = request_limits()
+        limits.check_docs(docs, "/")
+        limits.check_images(len(docs) * num_images, f"{len(docs)} Documents × num_images {num_images}")
         require_prompts(docs)
-        for doc in docs:
-            images = self.pipeline.generate(doc.text, num_images, seed, **values)
-            doc.matches.extend(image_document(image, "DALLE-mega", doc.text, seed, started, self.preset, **values)
-                               for image in images)
+        deadline = limits.deadline()
+        try:
+            for doc in docs:
+                images = self.pipeline.generate(doc.text, num_images, seed, between_batches=deadline.check, **values)
+                doc.matches.extend(image_document(image, "DALLE-mega", doc.text, seed, started, self.preset,
+                                                  **values) for image in images)
+        finally:
+            release_memory()

@@ -17,6 +17,7 @@ from jina import Executor, requests
 from dalle_flow.parameters import draw_seed
 from dalle_flow.runtime.device import resolve_device
 from dalle_flow.serving.images import document_image, has_image
+from dalle_flow.serving.limits import release_memory, request_limits
 from dalle_flow.serving.outputs import image_document, request_timer
 from dalle_flow.serving.parameters import document_prompt, is_probe
 from dalle_flow.serving.presets import is_tiny
@@ -98,6 +99,8 @@ class GLID3Diffusion(Executor):
         refines = [image_required or has_image(doc) for doc in docs]
         # each mode's declaration once, before any Document is read: a skip_rate leaving too few steps fails here
         settings = {refine: self.params[refine].parse(parameters) for refine in set(refines) or {image_required}}
+        limits = request_limits()
+        limits.check_docs(docs, "/diffuse" if image_required else "/")
         jobs = []
         for i, (doc, refine) in enumerate(zip(docs, refines)):
             what = f"docs[{i}]"
@@ -105,12 +108,30 @@ class GLID3Diffusion(Executor):
             prompt = document_prompt(doc, what)
             clip_embed = prompt_clip_embedding(doc, prompt, self.clip, self.clip_dim, what)
             jobs.append((doc, prompt, image, clip_embed))
+        self._check_work(jobs, settings, limits)
+        deadline = limits.deadline()
+        try:
+            self._sample(jobs, settings, request_time, deadline)
+        finally:
+            release_memory()
+
+    @staticmethod
+    def _check_work(jobs, settings, limits):
+        """Images and image-steps of the whole request, against the limits, before the first image is sampled."""
+        plans = [(settings[image is not None]["num_images"], settings[image is not None]["steps"])
+                 for _, _, image, _ in jobs]
+        limits.check_images(sum(n for n, _ in plans), f"num_images summed over {len(plans)} Documents")
+        limits.check_diffusion_work(sum(n * steps for n, steps in plans),
+                                    f"num_images × steps summed over {len(plans)} Documents")
+
+    def _sample(self, jobs, settings, request_time, deadline):
         for doc, prompt, image, clip_embed in jobs:
             p = settings[image is not None]
             seed = p["seed"] if p["seed"] is not None else draw_seed()
             common = dict(prompt=prompt, num_images=p["num_images"], seed=seed, steps=p["steps"],
                           guidance_scale=p["guidance_scale"], clip_embed=clip_embed,
-                          blank_clip_embed=self.blank_clip, batch_size=self.batch_size)
+                          blank_clip_embed=self.blank_clip, batch_size=self.batch_size,
+                          between_batches=deadline.check)
             tags = dict(steps=p["steps"], guidance_scale=p["guidance_scale"], num_images=p["num_images"])
             if image is None:
                 images = self.pipeline.generate(**common)

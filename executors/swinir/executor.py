@@ -1,14 +1,16 @@
 """`upscaler`: SwinIR x4 on /upscale, DALL·E Flow's last step (a chosen 256×256 candidate becomes 1024×1024).
 
 A request Document is upscaled when it carries an image, and so is every match that carries one (a prompt Document
-whose matches are the candidates). Whatever is already tagged `upscaled` is left alone, so posting the same Document
-twice does not upscale it twice. The output replaces `.uri` (a PNG data URI); the candidate's own tags stay.
+whose matches are the candidates). Whatever is already tagged `upscaled` is checked like any input but not upscaled
+again, so posting the same Document twice does not upscale it twice. The output replaces `.uri` (a PNG data URI);
+the candidate's own tags stay.
 """
 
 from docarray import DocumentArray
 from jina import Executor, requests
 
 from dalle_flow.serving.images import MAX_IMAGE_SIDE, document_image, has_image, image_to_data_uri
+from dalle_flow.serving.limits import release_memory, request_limits
 from dalle_flow.serving.presets import is_tiny, preset_tags
 from dalle_flow.serving.weights import resolve
 from dalle_flow.runtime.device import resolve_device
@@ -45,12 +47,22 @@ class SwinIRUpscaler(Executor):
     @requests(on="/upscale")
     def upscale_docs(self, docs: DocumentArray, parameters: dict = None, **kwargs):
         options = self.params.parse(parameters)
+        limits = request_limits()
+        limits.check_docs(docs, "/upscale")
         jobs = self._collect(docs, options)
+        limits.check_images(len(jobs), f"images to upscale in {len(docs)} Documents")
         # every input is checked before the first image runs, and Documents change only once all have run: a bad
         # image in a request neither wastes the others' compute nor leaves the request half upscaled
-        outputs = [upscale(self.model, image, **options) for _, image in jobs]
-        for (target, _), image in zip(jobs, outputs):
-            self._write(target, image, options)
+        deadline = limits.deadline()
+        outputs = []
+        try:
+            for _, image in jobs:
+                deadline.check(len(outputs), len(jobs))
+                outputs.append(upscale(self.model, image, **options))
+            for (target, _), image in zip(jobs, outputs):
+                self._write(target, image, options)
+        finally:
+            release_memory()
 
     def _collect(self, docs: DocumentArray, options: dict) -> list:
         jobs = []
@@ -61,9 +73,11 @@ class SwinIRUpscaler(Executor):
                 raise ValueError(f"docs[{i}]: carries no image to upscale; send the image inline (a data: URI, .blob "
                                  f"or .tensor), on the Document or on its matches")
             for target, field in targets:
-                if target.tags.get("upscaled"):
-                    continue
-                jobs.append((target, self._checked_image(target, field, options)))
+                # a client can write any tag: an image tagged `upscaled` is not upscaled again, but it is checked
+                # like any other input, so the tag cannot carry an arbitrary image past the size limits to the store
+                image = self._checked_image(target, field, options)
+                if not target.tags.get("upscaled"):
+                    jobs.append((target, image))
         return jobs
 
     def _checked_image(self, doc, field: str, options: dict):

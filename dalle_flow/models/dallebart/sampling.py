@@ -182,7 +182,8 @@ def _check_ids(name: str, ids: torch.Tensor, model: DalleBart):
 def generate_tokens(model: DalleBart, text_ids: torch.Tensor, uncond_ids: torch.Tensor, num_images: int, seed: int,
                     *, cond_scale: float, top_k: int | None, top_p: float | None, temperature: float | None,
                     batch_size: int, codebook_size: int | None = None, text_mask: torch.Tensor | None = None,
-                    uncond_mask: torch.Tensor | None = None, capture: bool | None = None) -> torch.LongTensor:
+                    uncond_mask: torch.Tensor | None = None, capture: bool | None = None,
+                    between_batches: Callable[[int, int], None] | None = None) -> torch.LongTensor:
     """Sample `num_images` images for one prompt -> (num_images, image_length) VQGAN codes on the model's device.
 
     Decoding runs `decode_loop.TokenLoop`; capture (None: on CUDA) replays its step as a CUDA graph, same tokens.
@@ -190,6 +191,7 @@ def generate_tokens(model: DalleBart, text_ids: torch.Tensor, uncond_ids: torch.
     text_ids / uncond_ids: (1, T) from the processor (uncond = tokenised "", NOT normalised). Masks default to
     ids != text pad id (1). codebook_size (default: the model's, 16384 for mega) bounds the returned codes; pass a
     smaller VQGAN's size to restrict sampling to its codebook. See the module docstring for the seed derivation.
+    between_batches(done, total), when given, runs before each batch; it raises to stop (a request's deadline).
     """
     settings = SamplingSettings(cond_scale, top_k, top_p, temperature).resolved()
     limit = model.config.image_codebook_size
@@ -219,6 +221,8 @@ def generate_tokens(model: DalleBart, text_ids: torch.Tensor, uncond_ids: torch.
     loops: dict[int, TokenLoop] = {}  # by batch rows: a smaller last batch gets its own (captured) step
     batches = []
     for start in range(0, num_images, batch_size):
+        if between_batches is not None:
+            between_batches(start, num_images)
         rows = min(batch_size, num_images - start)
         if rows not in loops:
             loops[rows] = TokenLoop(model, cache, rows, batch_size, guided, settings, codebook_size)

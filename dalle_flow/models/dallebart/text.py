@@ -29,7 +29,11 @@ PERSON_WEIGHTS = (282265, 121194, 12219)
 _TEMP = "xtokx"
 _DOT, _QUOTE, _SLASH = f"{_TEMP}dot{_TEMP}", f"{_TEMP}quote{_TEMP}", f"{_TEMP}slash{_TEMP}"
 
-_RE_PEOPLE = re.compile(r"<person>([,\s]*(and)*[,\s]*<person>)+")
+# Every pattern applied to client text runs in linear time. The reference's people pattern
+# `<person>([,\s]*(and)*[,\s]*<person>)+` backtracks quadratically over a long run of spaces; the possessive form
+# matches the same strings (a separator can end neither in "and" nor in "<"), without backtracking.
+_RE_PEOPLE = re.compile(r"<person>(?:[,\s]*+(?:and)*+[,\s]*+<person>)+")
+_RE_PERSON = re.compile(r"<person>")
 _RE_WIKI_REF_HEAD = re.compile(r"\A\s*\[\d+\]")
 _RE_WIKI_REF_TAIL = re.compile(r"\[\d+\]\s*\Z")
 _RE_HTML_TAG = re.compile(r"<[^<]+?>")
@@ -46,8 +50,11 @@ _RE_IGNORED = re.compile(r"[_#\\]")
 _RE_QUOTE = re.compile(r"['\"`]")
 _RE_PUNCT = re.compile(r"[()\[\].,|:;?!=+~\-/{}]")
 _RE_REPEATS = re.compile(r"(\D)(\1{3,})")
-_RE_QUOTE_RUN = re.compile(r'(\s*"+\s*)+')
-_RE_COMMA_RUN = re.compile(r"(\s*,+\s*)+")
+# The reference's `(\s*"+\s*)+` and `(\s*,+\s*)+` match a whole run of spaces and quotes (commas) that holds at
+# least one quote (comma), but retry every position of a long run of spaces: quadratic. Runs are matched once here
+# and the ones without a quote (comma) are kept as they are.
+_RE_QUOTE_RUN = re.compile(r'[\s"]+')
+_RE_COMMA_RUN = re.compile(r"[\s,]+")
 _RE_SPACES = re.compile(r"\s+")
 
 
@@ -155,8 +162,8 @@ class TextNormalizer:
         t = _RE_PUNCT.sub(",", t)
         t = t.replace(_DOT, ".").replace(_QUOTE, "'").replace(_SLASH, "/")
         t = _RE_REPEATS.sub(r"\1", t)  # 4+, not 3+, so roman numerals like "viii" survive
-        t = _RE_QUOTE_RUN.sub(' " ', t)
-        t = _RE_COMMA_RUN.sub(", ", t)
+        t = _RE_QUOTE_RUN.sub(lambda m: ' " ' if '"' in m.group() else m.group(), t)
+        t = _RE_COMMA_RUN.sub(lambda m: ", " if "," in m.group() else m.group(), t)
         t = _RE_SPACES.sub(" ", t)
         t = t.strip()
         t = t[:-1] if t.endswith(",") else t
@@ -171,6 +178,6 @@ class TextNormalizer:
 def _replace_person_tokens(t: str, rng: random.Random | None) -> str:
     t = _RE_PEOPLE.sub(" people ", t)
     choose = (rng if rng is not None else random).choices
-    while "<person>" in t:
-        t = t.replace("<person>", f" {choose(PERSON_WORDS, PERSON_WEIGHTS)[0]} ", 1)
-    return t
+    # one pass, left to right: the same draws in the same order as the reference's replace-the-first-one loop, which
+    # rescanned the text for every token (quadratic)
+    return _RE_PERSON.sub(lambda _: f" {choose(PERSON_WORDS, PERSON_WEIGHTS)[0]} ", t)

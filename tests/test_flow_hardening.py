@@ -1,0 +1,204 @@
+"""Hardening through a running tiny Flow: each test replays an attack or fault of issue 10 and checks the fix.
+
+The session `tiny_flow` serves the attacks; the dead-executor test starts a Flow of its own, since it kills a process.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from docarray import Document, DocumentArray
+from jina import Client
+
+from tests.conftest import error_text, png_data_uri, start_tiny_flow, test_image
+
+pytestmark = pytest.mark.flow
+GENEROUS_S = 10  # what is refused before any work must not take seconds; not a benchmark
+
+
+def grpc_error(flow, endpoint, docs, parameters=None) -> str:
+    with pytest.raises(Exception) as caught:
+        Client(host=flow.url("grpc")).post(endpoint, docs, parameters=parameters or {})
+    return error_text(caught.value)
+
+
+def still_serving(flow):
+    assert Document(text="still serving").post(flow.url("grpc")).embedding is not None
+
+
+def test_unbounded_work_is_refused_before_any_work(tiny_flow):
+    started = time.monotonic()
+    # issue 10: 100 prompts × 32 images were accepted and kept `dalle` busy for minutes
+    message = grpc_error(tiny_flow, "/", DocumentArray([Document(text="a cat")] * 100), {"num_images": 32})
+    assert "docs: at most 16 Documents per request on / (DALLE_FLOW_MAX_DOCS), got 100" in message
+    message = grpc_error(tiny_flow, "/", DocumentArray([Document(text="a cat")] * 3), {"num_images": 32})
+    assert "num_images: at most 64 images per request (DALLE_FLOW_MAX_IMAGES)" in message
+    message = grpc_error(tiny_flow, "/diffuse", Document(uri=png_data_uri(test_image(32)), text="a cat"),
+                         {"num_images": 36, "steps": 1000})
+    assert "steps: GLID-3 XL work is at most 3600 image-steps per request (DALLE_FLOW_MAX_DIFFUSION_WORK)" in message
+    # 1000 Documents on /upscale took 34 s
+    many = DocumentArray([Document(uri=png_data_uri(test_image(8)))] * 1000)
+    assert "docs: at most 16 Documents per request on /upscale" in grpc_error(tiny_flow, "/upscale", many)
+    assert time.monotonic() - started < 6 * GENEROUS_S
+    still_serving(tiny_flow)
+
+
+def test_hostile_prompt_is_refused_at_once(tiny_flow):
+    started = time.monotonic()
+    message = grpc_error(tiny_flow, "/", Document(text="<person>" + " " * 128000 + "x"), {"num_images": 1})
+    assert "docs[0].text: a prompt is at most 2000 characters (DALLE_FLOW_MAX_PROMPT_CHARS), got 128009" in message
+    assert time.monotonic() - started < GENEROUS_S
+    still_serving(tiny_flow)
+
+
+def test_grpc_message_above_the_limit_is_refused(tiny_flow):
+    huge = Document(tensor=np.zeros((70 * 1024 * 1024 // 8,), dtype=np.float64))  # 70 MiB > 64 MiB
+    with pytest.raises(Exception) as caught:
+        Client(host=tiny_flow.url("grpc")).post("/encode", huge)
+    assert "RESOURCE_EXHAUSTED" in repr(caught.value) or "larger than max" in repr(caught.value)
+    still_serving(tiny_flow)
+
+
+def test_http_body_above_the_limit_is_refused_before_it_is_read(tiny_flow):
+    with socket.create_connection(("127.0.0.1", tiny_flow.http), timeout=30) as conn:
+        conn.sendall(b"POST /post HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 209715200\r\n\r\n")  # 200 MiB announced, none sent
+        reply = b""
+        while b"MIB" not in reply:  # headers and body may come in separate packets
+            chunk = conn.recv(4096)
+            if not chunk:
+                break
+            reply += chunk
+        reply = reply.decode(errors="replace")
+    assert reply.startswith("HTTP/1.1 413") and "DALLE_FLOW_MAX_REQUEST_MIB" in reply
+
+
+def test_errors_carry_no_traceback_paths_or_versions(tiny_flow):
+    with pytest.raises(Exception) as caught:
+        Client(host=tiny_flow.url("grpc")).post("/", Document(text="a cat"), parameters={"num_images": "many"})
+    answer = caught.value.args[0]  # the response Jina's client raises with
+    status = getattr(answer, "status", None) or answer.header.status
+    assert "num_images: must be an integer" in error_text(caught.value)  # the message and field stay
+    assert list(status.exception.stacks) == []
+    assert "/work/" not in str(status) and "site-packages" not in str(status)
+    http = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", f"{tiny_flow.url('http')}/status"],
+                          capture_output=True, text=True, timeout=30).stdout
+    assert http == "404"
+    body = ('{"data": [{"text": "x"}], "execEndpoint": "/", "parameters": {"num_images": "many"}}')
+    out = subprocess.run(["curl", "-s", "-X", "POST", f"{tiny_flow.url('http')}/post", "-H",
+                          "Content-Type: application/json", "-d", body], capture_output=True, text=True,
+                         timeout=60).stdout
+    header = json.loads(out)["header"]
+    assert "num_images: must be an integer" in json.dumps(header)
+    assert header["status"]["exception"]["stacks"] == []
+    assert not any(word in json.dumps(header) for word in ("Traceback", "/work/", "site-packages", "File \\\""))
+    import grpc
+    from google.protobuf import empty_pb2
+    from jina.proto import jina_pb2_grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{tiny_flow.grpc}") as channel:
+        info = jina_pb2_grpc.JinaInfoRPCStub(channel)._status(empty_pb2.Empty(), timeout=30)
+    assert not info.jina and not info.envs  # Jina's answer: its versions and environment
+
+
+def test_cors_reflects_no_origin_with_credentials(tiny_flow):
+    headers = subprocess.run(["curl", "-s", "-D", "-", "-o", "/dev/null", "-X", "POST",
+                              f"{tiny_flow.url('http')}/post", "-H", "Origin: https://evil.example",
+                              "-H", "Cookie: session=1", "-H", "Content-Type: application/json",
+                              "-d", '{"data": [{"text": "x"}], "execEndpoint": "/encode"}'],
+                             capture_output=True, text=True, timeout=60).stdout.lower()
+    assert "access-control-allow-origin: *" in headers
+    assert "access-control-allow-credentials" not in headers and "evil.example" not in headers
+
+
+def flow_listeners(flow) -> list[tuple[str, int]]:
+    """(address, port) of every TCP socket listening in the Flow's processes: their socket inodes (/proc/PID/fd)
+    looked up in /proc/net/tcp (IPv4) and tcp6."""
+    group = os.getpgid(flow.process.pid)
+    inodes = set()
+    for pid in (int(p) for p in os.listdir("/proc") if p.isdigit()):
+        if _pgid(pid) != group:
+            continue
+        try:
+            links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+        except OSError:  # the process ended meanwhile
+            continue
+        inodes |= {link[len("socket:["):-1] for link in links if link.startswith("socket:[")}
+    listeners = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state == "0A" and inode in inodes:  # 0A: LISTEN
+                address, port = local.split(":")
+                listeners.append((_address(address).removeprefix("::ffff:"), int(port, 16)))  # v4 in a v6 socket
+    return listeners
+
+
+def _address(hex_address: str) -> str:
+    if len(hex_address) == 8:  # IPv4, little-endian
+        return socket.inet_ntoa(bytes.fromhex(hex_address)[::-1])
+    words = [bytes.fromhex(hex_address[i:i + 8])[::-1] for i in range(0, 32, 8)]
+    return socket.inet_ntop(socket.AF_INET6, b"".join(words))
+
+
+def _pgid(pid: int):
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
+
+
+def test_only_the_gateway_listens_beyond_loopback(tiny_flow):
+    listeners = flow_listeners(tiny_flow)
+    gateway_ports = {tiny_flow.grpc, tiny_flow.http, tiny_flow.websocket}
+    assert gateway_ports <= {port for _, port in listeners}
+    executors = [(address, port) for address, port in listeners if port not in gateway_ports]
+    assert len(executors) >= 7  # one per executor (and any head)
+    assert {address for address, _ in executors} == {"127.0.0.1"}  # the original: 0.0.0.0, plaintext
+
+
+def test_store_cannot_be_overwritten_or_flooded_through_tags(tiny_flow):
+    grpc = tiny_flow.url("grpc")
+    mine = Document(uri=png_data_uri(test_image(16, seed=1)), text="mine").post(grpc + "/upscale",
+                                                                              parameters={"namespace": "harden-a"})
+    stored_id = mine.tags["stored_id"]
+    # the attack: post another image under the public id of the first (INSERT OR REPLACE replaced it)
+    Document(id=stored_id, uri=png_data_uri(test_image(16, seed=2)), text="attack").post(
+        grpc + "/upscale", parameters={"namespace": "harden-a"})
+    history = Client(host=grpc).post("/history", parameters={"namespace": "harden-a", "limit": 10})
+    assert [d.text for d in history] == ["attack", "mine"]
+    assert history[1].id == stored_id and history[1].uri == mine.uri
+    # `upscaled: true` no longer skips the size check on the way to the store
+    big = Document(uri=png_data_uri(test_image(1100)), tags={"upscaled": True})
+    assert "at most 1024 pixels on each side" in grpc_error(tiny_flow, "/upscale", big)
+    assert len(Client(host=grpc).post("/history", parameters={"namespace": "harden-b"})) == 0
+
+
+def test_dead_executor_stops_the_flow_with_a_non_zero_status(tmp_path):
+    flow = start_tiny_flow(tmp_path, enable_clipseg=False)
+    try:
+        log = flow.log_tail(200_000)
+        pid = int(re.search(r"watching upscaler/rep-0 \(pid (\d+)\)", log).group(1))
+        assert Document(text="before").post(flow.url("grpc")).embedding is not None
+        os.kill(pid, signal.SIGKILL)  # issue 10: every endpoint then failed while the Flow stayed up
+        started = time.monotonic()
+        code = flow.process.wait(timeout=120)
+        took = time.monotonic() - started
+        assert code == 3, flow.log_tail()
+        assert "upscaler/rep-0 (pid %d) exited with code -9" % pid in flow.log_tail(200_000)
+        assert took < 30, took  # a supervisor can act within seconds, not after a person notices
+        ping = subprocess.run([str(Path(sys.executable).with_name("jina")), "ping", "flow", flow.url("grpc"), "--timeout", "3000"],
+                              capture_output=True, text=True, timeout=60)
+        assert ping.returncode != 0  # the health check reports unhealthy
+    finally:
+        flow.close()
