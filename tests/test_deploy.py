@@ -153,7 +153,8 @@ def test_dockerignore_keeps_what_the_image_needs():
     copied = [src for op, args in INSTRUCTIONS if op == "COPY"
               for src in [a for a in args.split() if not a.startswith("--")][:-1]]
     assert copied and not [src for src in copied if ignored(src.rstrip("/"))]
-    for path in ("executors/clip/executor.py", "executors/clip/remote.py", "flow.yml", "dalle_flow/deploy/flow_config.py"):
+    for path in ("executors/clip/executor.py", "executors/clip/remote.py", "flow.yml", "dalle_flow/deploy/flow_config.py",
+                 "dalle_flow/deploy/gateway.py", "dalle_flow/ui/static/index.html"):
         assert not ignored(path) and any(path.startswith(src.rstrip("/")) for src in copied), path
     assert ignored(".venv") and ignored(".git") and ignored("workspace")
 
@@ -194,8 +195,11 @@ def test_k8s_manifests_validate_and_carry_gpus_volumes_and_paths(tmp_path, monke
         resources = container.get("resources", {})
         for probe in ("livenessProbe", "startupProbe"):
             assert not [c for c in container[probe]["exec"]["command"] if " " in c]  # each option its own argument
-        if name == "gateway":
+        if name == "gateway":  # flow.yml's gateway class (with the web UI), imported from the same image
             assert not resources and "nodeSelector" not in pod
+            args = container["args"]
+            assert args[args.index("--uses") + 1:args.index("--uses") + 4] == [
+                "DalleFlowGateway", "--py-modules", "dalle_flow.deploy.gateway"]
             continue
         uses = container["args"][container["args"].index("--uses") + 1]
         assert (REPO_ROOT / Path(uses).relative_to(IMAGE_ROOT)).is_file(), uses  # the path inside the image

@@ -34,14 +34,19 @@ def dns_name(name: str) -> str:
     return name.replace("/", "-").replace("_", "-").lower()
 
 
-def k8s_flow(options: ServeOptions, image: str, gpus: dict[str, int] | None = None) -> tuple[dict, dict, dict]:
-    """(Flow spec to export, executor -> `uses` path inside the image, executor -> GPUs it requests)."""
+def k8s_flow(options: ServeOptions, image: str, gpus: dict[str, int] | None = None) -> tuple[dict, dict, dict, list]:
+    """(Flow spec to export, executor -> `uses` path inside the image, executor -> GPUs it requests, the gateway's
+    `--uses` arguments: flow.yml's gateway class and its modules, from the same image)."""
     if options.cuda_devices:
         raise ValueError("DALLE_FLOW_CUDA_DEVICES_*: on Kubernetes each pod sees only the GPUs it requests; "
                          "choose how many with --gpus NAME=N instead")
     if options.tls_cert or options.ports:
         raise ValueError("TLS and ports are the gateway Service's and Ingress's business on Kubernetes")
     spec = flow_dict(options)
+    gateway = spec.get("gateway") or {}
+    gateway_uses = [gateway["uses"], "--py-modules", *gateway.get("py_modules", [])] if gateway.get("uses") else []
+    if gateway_uses:  # Jina's export accepts only an image here; the class is patched into the gateway's arguments
+        spec["gateway"] = {**{k: v for k, v in gateway.items() if k != "py_modules"}, "uses": f"docker://{image}"}
     names = [e["name"] for e in spec["executors"]]
     unknown = sorted(set(gpus or {}) - set(names))
     if unknown:
@@ -62,7 +67,7 @@ def k8s_flow(options: ServeOptions, image: str, gpus: dict[str, int] | None = No
             executor["timeout_ready"] = TIMEOUT_READY_MS
         if "workspace" in executor:
             executor["workspace"] = WORKSPACE_MOUNT
-    return spec, uses_paths, gpu_counts
+    return spec, uses_paths, gpu_counts, gateway_uses
 
 
 def export(spec: dict, out_dir: Path, namespace: str, image: str) -> None:
@@ -81,7 +86,7 @@ def export(spec: dict, out_dir: Path, namespace: str, image: str) -> None:
 
 def patch_manifests(out_dir: Path, uses_paths: dict[str, str], gpu_counts: dict[str, int],
                     node_selector: dict[str, str] | None = None, weights_pvc: str | None = None,
-                    workspace_pvc: str | None = None) -> list[Path]:
+                    workspace_pvc: str | None = None, gateway_uses: list[str] | None = None) -> list[Path]:
     """Patch the exported Deployments/StatefulSets in place; returns the files changed."""
     by_dns = {dns_name(name): name for name in uses_paths}
     changed, patched = [], set()
@@ -93,6 +98,11 @@ def patch_manifests(out_dir: Path, uses_paths: dict[str, str], gpu_counts: dict[
                 continue
             touched |= _split_probe_options(doc["spec"]["template"]["spec"]["containers"])
             name = by_dns.get(doc["metadata"]["name"])
+            if name is None and doc["metadata"]["name"] == "gateway" and gateway_uses:
+                args = doc["spec"]["template"]["spec"]["containers"][0]["args"]
+                at = args.index("--uses")
+                args[at + 1:at + 2] = gateway_uses
+                touched = True
             if name is None:
                 continue  # the gateway
             pod = doc["spec"]["template"]["spec"]
@@ -171,7 +181,7 @@ def parse_pairs(values: list[str] | None, what: str, integer: bool = False) -> d
 def write_manifests(out_dir: Path, options: ServeOptions, image: str, namespace: str = "dalle-flow",
                     gpus: dict[str, int] | None = None, node_selector: dict[str, str] | None = None,
                     weights_pvc: str | None = None, workspace_pvc: str | None = None) -> list[Path]:
-    spec, uses_paths, gpu_counts = k8s_flow(options, image, gpus)
+    spec, uses_paths, gpu_counts, gateway_uses = k8s_flow(options, image, gpus)
     export(spec, out_dir, namespace, image)
-    patch_manifests(out_dir, uses_paths, gpu_counts, node_selector, weights_pvc, workspace_pvc)
+    patch_manifests(out_dir, uses_paths, gpu_counts, node_selector, weights_pvc, workspace_pvc, gateway_uses)
     return sorted(out_dir.rglob("*.yml"))

@@ -6,7 +6,7 @@ from docarray import DocumentArray
 from jina import Executor, requests
 
 from dalle_flow.serving.images import document_image, has_image
-from dalle_flow.serving.parameters import require_prompts
+from dalle_flow.serving.parameters import PARAMETERS_ENDPOINT, require_prompts
 from dalle_flow.serving.presets import is_tiny
 from dalle_flow.serving.weights import resolve_hf_model
 from dalle_flow.runtime.device import resolve_device
@@ -93,3 +93,8 @@ class ClipReranker(_ClipExecutor):
             rank_matches(self.clip, doc, i)
             for match in doc.matches:
                 match.embedding = None
+
+    @requests(on=PARAMETERS_ENDPOINT)
+    def merge_parameter_declarations(self, docs: DocumentArray, **kwargs):
+        """No parameters of its own: bound so that Jina merges both generators' declarations here (a Flow node that
+        does not bind an endpoint passes on one incoming branch and drops the other)."""

@@ -19,7 +19,7 @@ from docarray import Document, DocumentArray
 from jina import Executor, requests
 
 from dalle_flow.serving.images import document_image, encode_png, has_image
-from dalle_flow.serving.parameters import require_prompts
+from dalle_flow.serving.parameters import PARAMETERS_ENDPOINT, require_prompts
 
 TOKEN_ENV = "DALLE_FLOW_CLIP_TOKEN"
 SCORES = ("clip_score", "clip_score_cosine")
@@ -120,3 +120,7 @@ class ClipServiceReranker(_ClipService):
     @requests(on="/")
     async def rank_candidates(self, docs: DocumentArray, **kwargs):
         await self._rank(docs, keep_embeddings=False)
+
+    @requests(on=PARAMETERS_ENDPOINT)
+    async def merge_parameter_declarations(self, docs: DocumentArray, **kwargs):
+        """As the local `rerank`: bound so that Jina merges both generators' declarations here."""

@@ -8,6 +8,7 @@ from docarray import Document, DocumentArray
 from jina import Executor, requests
 
 from dalle_flow.serving.images import data_uri_bytes, decode_image_bytes, encode_png, has_image, tensor_to_image
+from dalle_flow.serving.parameters import PARAMETERS_ENDPOINT, declare_parameters
 from dalle_flow.parameters import Param, Params
 from dalle_flow.store import ImageStore, StoredImage
 
@@ -31,6 +32,10 @@ class ImageStoreExecutor(Executor):
         super().__init__(**kwargs)
         root = self.workspace or os.environ.get("DALLE_FLOW_WORKSPACE", "workspace")
         self.store = ImageStore(os.path.join(root, db_name))
+
+    @requests(on=PARAMETERS_ENDPOINT)
+    def parameters(self, docs: DocumentArray, **kwargs):
+        declare_parameters(docs, self.metas.name, {"/history": HISTORY_PARAMS})
 
     @requests(on="/upscale")
     def persist(self, docs: DocumentArray, **kwargs):
