@@ -274,8 +274,10 @@ def test_running_request_disables_its_controls_and_can_be_cancelled(page):
 
 
 def test_phone_width_in_dark_mode(browser, tiny_flow, screenshots):
-    page = browser.new_page(viewport={"width": 390, "height": 844}, color_scheme="dark")
+    page = browser.new_page()  # (a persistent context sets viewport and colour scheme per page, not at creation)
     try:
+        page.set_viewport_size({"width": 390, "height": 844})
+        page.emulate_media(color_scheme="dark")
         page.goto(tiny_flow.url("http") + "/ui/")
         page.wait_for_selector("body[data-ready=true]")
         page.fill("#generate-form textarea[name=text]", "a fox in the snow")
