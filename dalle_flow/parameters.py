@@ -29,6 +29,12 @@ class Param:
     optional: bool = False  # None (or absent) is a valid value, e.g. seed: the server draws one
     max_length: int = 1000
 
+    def declaration(self) -> dict:
+        """The field as JSON-ready data for clients (the web UI builds its form fields from it)."""
+        return {"name": self.name, "kind": self.kind, "default": self.default, "low": self.low, "high": self.high,
+                "choices": list(self.choices), "optional": self.optional, "max_length": self.max_length,
+                "description": self.describe()}
+
     def describe(self) -> str:
         if self.kind == "int":
             return _range_phrase("an integer", self.low, self.high)

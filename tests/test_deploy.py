@@ -153,7 +153,8 @@ def test_dockerignore_keeps_what_the_image_needs():
     copied = [src for op, args in INSTRUCTIONS if op == "COPY"
               for src in [a for a in args.split() if not a.startswith("--")][:-1]]
     assert copied and not [src for src in copied if ignored(src.rstrip("/"))]
-    for path in ("executors/clip/executor.py", "executors/clip/remote.py", "flow.yml", "dalle_flow/deploy/flow_config.py"):
+    for path in ("executors/clip/executor.py", "executors/clip/remote.py", "flow.yml", "dalle_flow/deploy/flow_config.py",
+                 "dalle_flow/deploy/gateway.py", "dalle_flow/ui/static/index.html"):
         assert not ignored(path) and any(path.startswith(src.rstrip("/")) for src in copied), path
     assert ignored(".venv") and ignored(".git") and ignored("workspace")
 
@@ -221,7 +222,7 @@ def test_k8s_manifests_validate_and_carry_gpus_volumes_and_paths(tmp_path, monke
     assert workload(manifests["diffusion"])["spec"]["replicas"] == 2
     graph = workload(manifests["gateway"])["spec"]["template"]["spec"]["containers"][0]["args"]
     assert '"clipseg"' in graph[graph.index("--graph-description") + 1]
-    # the gateway pod runs the Flow's own gateway class from the image (no tracebacks, versions or credentialed CORS)
+    # the gateway pod runs flow.yml's gateway class from the image (hardened, route repairs, the web UI)
     assert graph[graph.index("--uses") + 1] == "dalle_flow.deploy.gateway.DalleFlowGateway"
 
 

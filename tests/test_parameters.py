@@ -85,3 +85,15 @@ def test_a_declaration_refuses_duplicate_names_and_defaults_outside_their_range(
         Params((Param("steps", "int", default=1), Param("steps", "int", default=2)))
     with pytest.raises(ValueError, match="steps: must be an integer between 1 and 10, got 11"):
         Params((Param("steps", "int", default=11, low=1, high=10),))
+
+
+def test_declaration_is_json_ready_and_says_what_the_error_says():
+    import json
+
+    spec = Param("num_images", "int", default=8, low=1, high=32)
+    declared = json.loads(json.dumps(spec.declaration()))
+    assert declared == {"name": "num_images", "kind": "int", "default": 8, "low": 1, "high": 32, "choices": [],
+                        "optional": False, "max_length": 1000, "description": "an integer between 1 and 32"}
+    assert str(spec.error(40)) == f"num_images: must be {declared['description']}, got 40"
+    choice = Param("mode", "choice", default="a", choices=("a", "b")).declaration()
+    assert choice["choices"] == ["a", "b"] and choice["description"] == "one of 'a', 'b'"

@@ -28,14 +28,22 @@ through the same request streamer):
 - `refuse_unsupported_clip_calls`: clip_client's `index`/`search` and a multi-model clip_server's model choice
   (`encode(..., parameters={'model_name': ...})` posts to `/encode/<name>`, `rank` to `/rank/<name>`) reach no
   executor here and came back unchanged, which clip_client reads as an empty result. They get a clear error instead.
+
+Added: routes on the HTTP server only. Jina 3.34 builds a multi-protocol gateway as a CompositeGateway that picks each
+protocol's server class itself; this one picks the same classes except for HTTP, where `DalleFlowHTTPGateway` adds
+routes to Jina's default FastAPI app (`/post` and the `GET /` health check stay as Jina serves them). Each addition is
+one named installer in `HTTP_APP_ADDITIONS`: `install_web_ui` serves the browser UI under `/ui` (dalle_flow/ui).
 """
 from __future__ import annotations
 
 import re
 
+from jina.parsers.helper import _get_gateway_class
 from jina.proto import jina_pb2
 from jina.serve.runtimes.gateway.composite import CompositeGateway
+from jina.serve.runtimes.gateway.http import HTTPGateway
 from jina.serve.runtimes.gateway.request_handling import GatewayRequestHandler
+from jina.serve.runtimes.servers.composite import CompositeBaseServer
 
 from dalle_flow.serving.limits import request_limits
 
@@ -211,12 +219,45 @@ def refuse_unsupported_clip_calls(response) -> None:
 RESPONSE_REPAIRS = (complete_route_times, refuse_unsupported_clip_calls)
 
 
+def install_web_ui(app, gateway) -> None:
+    """The browser UI of the human-in-the-loop cycle, at /ui (see dalle_flow/ui)."""
+    from dalle_flow.ui.routes import install_ui
+
+    install_ui(app)
+
+
+# (name, installer(app, gateway)) applied in order to the FastAPI app of the HTTP gateway
+HTTP_APP_ADDITIONS = (
+    ("web_ui", install_web_ui),
+)
+
+
+class DalleFlowHTTPGateway(HTTPGateway):
+    """Jina's HTTP gateway plus this project's routes (HTTP_APP_ADDITIONS)."""
+
+    @property
+    def app(self):
+        app = super().app  # Jina builds a fresh app on each access; setup_server reads it once
+        for _, install in HTTP_APP_ADDITIONS:
+            install(app, self)
+        return app
+
+
 class DalleFlowGateway(CompositeGateway):
     """Jina's gateway on every protocol of `protocol:` in flow.yml, with `HardenedRequestHandler` behind all of them,
-    answering through `RESPONSE_REPAIRS`."""
+    answering through `RESPONSE_REPAIRS`, and serving HTTP with `DalleFlowHTTPGateway`."""
 
     def __init__(self, **kwargs):
-        super().__init__(**{**kwargs, "req_handler_cls": HardenedRequestHandler})
+        # CompositeServer.__init__ as in Jina 3.34, with the HTTP server class swapped: it looks its classes up itself
+        CompositeBaseServer.__init__(self, **{**kwargs, "req_handler_cls": HardenedRequestHandler})
+        self.servers = []
+        for server_kwargs in self._server_kwargs:
+            server_cls = _get_gateway_class(server_kwargs["runtime_args"]["protocol"],
+                                            works_as_load_balancer=self.works_as_load_balancer)
+            if server_cls is HTTPGateway:
+                server_cls = DalleFlowHTTPGateway
+            self.servers.append(server_cls(**server_kwargs))
+        self.gateways = self.servers  # Jina's backwards-compatible alias
         # every protocol's server shares this request handler, and every answer leaves through the streamer's result
         # handler (jina.serve.stream.RequestStreamer); checked here so that another Jina version fails at start-up
         streamer = getattr(getattr(self._request_handler, "streamer", None), "_streamer", None)

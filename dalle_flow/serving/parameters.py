@@ -1,4 +1,5 @@
-"""Checks on request Documents that no parameter declaration can express (parameters: dalle_flow/parameters.py)."""
+"""Checks on request Documents that no parameter declaration can express (parameters: dalle_flow/parameters.py), and
+the `/parameters` endpoint's answer, which hands those declarations to clients."""
 from __future__ import annotations
 
 from dalle_flow.serving.limits import request_limits
@@ -33,3 +34,20 @@ def is_probe(docs) -> bool:
 def _is_empty(doc) -> bool:
     return not doc.text and not doc.blob and doc.tensor is None and not doc.uri and doc.embedding is None \
         and not len(doc.matches) and not len(doc.chunks)
+
+
+# Every executor with request parameters answers this endpoint with one Document describing them: clients (the web
+# UI) read the running server's defaults and ranges from there instead of restating them
+PARAMETERS_ENDPOINT = "/parameters"
+
+
+def declare_parameters(docs, executor_name: str, endpoints: dict) -> None:
+    """Append the Document that answers PARAMETERS_ENDPOINT for one executor: tags `executor` and `endpoints`
+    (endpoint -> [Param.declaration()] of the `Params` it parses there). Its id is unique per executor, so the
+    answers of parallel branches merge."""
+    from docarray import Document
+
+    docs.append(Document(id=f"{PARAMETERS_ENDPOINT}/{executor_name}", tags={
+        "executor": executor_name,
+        "endpoints": {endpoint: [spec.declaration() for spec in params.specs]
+                      for endpoint, params in endpoints.items()}}))

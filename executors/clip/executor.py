@@ -7,7 +7,7 @@ from jina import Executor, requests
 
 from dalle_flow.serving.clip_protocol import clip_input, drop_image_content, refuse_unsupported_parameters
 from dalle_flow.serving.limits import request_limits
-from dalle_flow.serving.parameters import is_probe, require_prompts
+from dalle_flow.serving.parameters import PARAMETERS_ENDPOINT, is_probe, require_prompts
 from dalle_flow.serving.presets import is_tiny
 from dalle_flow.serving.weights import resolve_hf_model
 from dalle_flow.runtime.device import resolve_device
@@ -108,3 +108,8 @@ class ClipReranker(_ClipExecutor):
             return
         for i, doc in enumerate(docs):
             rank_matches(self.clip, doc, i, candidates_image_first=True)
+
+    @requests(on=PARAMETERS_ENDPOINT)
+    def merge_parameter_declarations(self, docs: DocumentArray, **kwargs):
+        """No parameters of its own: bound so that Jina merges both generators' declarations here (a Flow node that
+        does not bind an endpoint passes on one incoming branch and drops the other)."""

@@ -20,7 +20,7 @@ from jina import Executor, requests
 
 from dalle_flow.serving.clip_protocol import clip_input, drop_image_content, refuse_unsupported_parameters
 from dalle_flow.serving.images import encode_png
-from dalle_flow.serving.parameters import is_probe, require_prompts
+from dalle_flow.serving.parameters import PARAMETERS_ENDPOINT, is_probe, require_prompts
 
 TOKEN_ENV = "DALLE_FLOW_CLIP_TOKEN"
 SCORES = ("clip_score", "clip_score_cosine")
@@ -131,3 +131,7 @@ class ClipServiceReranker(_ClipService):
         if is_probe(docs):
             return
         await self._rank(docs, keep_embeddings=False, candidates_image_first=True)
+
+    @requests(on=PARAMETERS_ENDPOINT)
+    async def merge_parameter_declarations(self, docs: DocumentArray, **kwargs):
+        """As the local `rerank`: bound so that Jina merges both generators' declarations here."""

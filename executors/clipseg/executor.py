@@ -12,7 +12,7 @@ from jina import Executor, requests
 
 from dalle_flow.runtime.device import resolve_device
 from dalle_flow.serving.images import document_image, image_to_data_uri
-from dalle_flow.serving.parameters import document_prompt
+from dalle_flow.serving.parameters import PARAMETERS_ENDPOINT, declare_parameters, document_prompt
 from dalle_flow.serving.limits import request_limits
 from dalle_flow.serving.presets import is_tiny, preset_tags
 from dalle_flow.serving.weights import CLIPSEG_REPO, resolve_hf_model
@@ -42,6 +42,10 @@ class ClipSegmenter(Executor):
             self.model, self.processor = load_clipseg(resolve_hf_model("clipseg", model_name, weights_dir), device,
                                                       dtype)
             self.label = f"CLIPSeg {model_name}"
+
+    @requests(on=PARAMETERS_ENDPOINT)
+    def parameters(self, docs: DocumentArray, **kwargs):
+        declare_parameters(docs, self.metas.name, {"/segment": SEGMENT_PARAMS})
 
     @requests(on="/segment")
     def segment_docs(self, docs: DocumentArray, parameters: dict = None, **kwargs):

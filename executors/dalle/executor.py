@@ -9,7 +9,7 @@ from dalle_flow.parameters import draw_seed
 from dalle_flow.runtime.device import resolve_device
 from dalle_flow.serving.limits import release_memory, request_limits
 from dalle_flow.serving.outputs import image_document, request_timer
-from dalle_flow.serving.parameters import is_probe, require_prompts
+from dalle_flow.serving.parameters import PARAMETERS_ENDPOINT, declare_parameters, is_probe, require_prompts
 from dalle_flow.serving.presets import is_tiny
 from dalle_flow.serving.weights import resolve, resolve_group
 from dalle_flow.pipelines.dalle_mega import BATCH_SIZE, DALLE_PARAMS, DalleMegaPipeline
@@ -30,6 +30,10 @@ class DalleMega(Executor):
             files["config.json"], files["flax_model.msgpack"], Path(files["vocab.json"]).parent,
             resolve("dalle", "enwiki-words-frequency.txt", weights_dir), vqgan["config.json"],
             vqgan["flax_model.msgpack"], device, dtype, batch_size)
+
+    @requests(on=PARAMETERS_ENDPOINT)
+    def parameters(self, docs: DocumentArray, **kwargs):
+        declare_parameters(docs, self.metas.name, {"/": DALLE_PARAMS})
 
     @requests(on="/")
     def generate(self, docs: DocumentArray, parameters: dict, **kwargs):

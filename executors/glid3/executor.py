@@ -19,7 +19,7 @@ from dalle_flow.runtime.device import resolve_device
 from dalle_flow.serving.images import document_image, has_image
 from dalle_flow.serving.limits import release_memory, request_limits
 from dalle_flow.serving.outputs import image_document, request_timer
-from dalle_flow.serving.parameters import document_prompt, is_probe
+from dalle_flow.serving.parameters import PARAMETERS_ENDPOINT, declare_parameters, document_prompt, is_probe
 from dalle_flow.serving.presets import is_tiny
 from dalle_flow.serving.weights import resolve, resolve_hf_model
 from dalle_flow.models.clip import DEFAULT_CLIP, ClipEmbedder, load_clip, tiny_clip
@@ -82,6 +82,10 @@ class GLID3Diffusion(Executor):
         self.clip_dim = self.pipeline.unet.config.clip_embed_dim
         # the reference's blank (unconditional) CLIP row: CLIP of the empty prompt, from the same CLIP model
         self.blank_clip = None if self.clip is None else self.clip.encode_text([""])[0]
+
+    @requests(on=PARAMETERS_ENDPOINT)
+    def parameters(self, docs: DocumentArray, **kwargs):
+        declare_parameters(docs, self.metas.name, {"/": self.params[False], "/diffuse": self.params[True]})
 
     @requests(on="/")
     def generate(self, docs: DocumentArray, parameters: dict, **kwargs):

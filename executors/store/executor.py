@@ -13,6 +13,7 @@ import os
 from docarray import Document, DocumentArray
 from jina import Executor, requests
 
+from dalle_flow.serving.parameters import PARAMETERS_ENDPOINT, declare_parameters
 from dalle_flow.parameters import Param, Params
 from dalle_flow.serving.images import (data_uri_bytes, encode_png, has_image, image_field, image_mime_type,
                                        tensor_to_image)
@@ -62,6 +63,10 @@ class ImageStoreExecutor(Executor):
         super().__init__(**kwargs)
         root = self.workspace or os.environ.get("DALLE_FLOW_WORKSPACE", "workspace")
         self.store = ImageStore(os.path.join(root, db_name))  # runs quick_check: a damaged database stops the start
+
+    @requests(on=PARAMETERS_ENDPOINT)
+    def parameters(self, docs: DocumentArray, **kwargs):
+        declare_parameters(docs, self.metas.name, {"/history": HISTORY_PARAMS})
 
     @requests(on="/upscale")
     def persist(self, docs: DocumentArray, parameters: dict = None, **kwargs):

@@ -11,6 +11,7 @@ from jina import Executor, requests
 
 from dalle_flow.serving.images import MAX_IMAGE_SIDE, document_image, has_image, image_to_data_uri
 from dalle_flow.serving.limits import release_memory, request_limits
+from dalle_flow.serving.parameters import PARAMETERS_ENDPOINT, declare_parameters
 from dalle_flow.serving.presets import is_tiny, preset_tags
 from dalle_flow.serving.weights import resolve
 from dalle_flow.runtime.device import resolve_device
@@ -43,6 +44,10 @@ class SwinIRUpscaler(Executor):
                              f"must stay within {MAX_IMAGE_SIDE} pixels), got {max_input_side!r}")
         self.max_input_side = int(max_input_side)
         self.params = upscale_params(self.window, self.max_input_side)
+
+    @requests(on=PARAMETERS_ENDPOINT)
+    def parameters(self, docs: DocumentArray, **kwargs):
+        declare_parameters(docs, self.metas.name, {"/upscale": self.params})
 
     @requests(on="/upscale")
     def upscale_docs(self, docs: DocumentArray, parameters: dict = None, **kwargs):
