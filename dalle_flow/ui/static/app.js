@@ -436,6 +436,12 @@ async function generate(event) {
   event.preventDefault();
   const form = event.currentTarget;
   const text = form.elements.text.value;
+  if (!text.trim()) {
+    // the server answers a Document without text as a health probe (jina's profiling()), unchanged: say it here
+    clearErrors(form);
+    showError(form, "text: the prompt is empty; type what the image should show");
+    return;
+  }
   const parameters = formParameters(form);
   await runTask(form, requestedImages("/", parameters), async (signal) => {
     const docs = await post("/", [{text}], parameters, signal);
