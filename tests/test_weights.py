@@ -131,6 +131,17 @@ def test_readme_weights_table_lists_every_file_with_its_pins():
             assert "none stated publicly" in row, entry.key
 
 
+
+def test_hf_model_folder_with_a_wrong_pinned_file_is_refused(tmp_path):
+    """CLIP and CLIPSeg load whole folders: the registry's files in them are checked like single files."""
+    folder = tmp_path / "clip"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    assert weights.resolve_hf_model("clip", weights.CLIP_REPO, weights_dir=tmp_path) == str(folder)
+    (folder / "pytorch_model.bin").write_bytes(PAYLOAD)
+    with pytest.raises(MissingWeightsError, match=f"pytorch_model.bin .*BAD size {len(PAYLOAD)} != 1711974081"):
+        weights.resolve_hf_model("clip", weights.CLIP_REPO, weights_dir=tmp_path)
+
 # ---- faults ----------------------------------------------------------------------------------------------------
 
 def test_cut_short_download_is_refused_then_resumed_with_if_range(tmp_path, file_server):

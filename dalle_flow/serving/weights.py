@@ -229,10 +229,7 @@ def resolve(group: str, filename: str, weights_dir=None, allow_download: bool | 
     entry = lookup(group, filename)
     found = find_local(entry, weights_dir)
     if found is not None:
-        status = verify_file(entry, found, hash_contents=False)
-        if status.startswith("BAD"):
-            raise MissingWeightsError(f"weight file {found} ({entry.group}) is not the expected file: {status}. "
-                                      f"Delete it and run: python -m dalle_flow weights download --only {entry.group}")
+        _refuse_if_bad(entry, found, verify_file(entry, found, hash_contents=False))
         return found
     if allow_download is None:
         allow_download = not is_offline()
@@ -575,7 +572,8 @@ def resolve_hf_model(group: str, repo_id: str, weights_dir=None, allow_download:
     """A local folder holding a whole Hugging Face model (CLIP, CLIPSeg), found like single files above.
 
     `repo_id` may itself be a local folder. Otherwise: ``<weights dir>/<group>/`` when it holds a config.json, then the
-    hub cache, then a download unless offline.
+    hub cache (at the registry's revision), then a download unless offline. The registry's files found in the folder
+    are checked as `resolve` checks single files (a fresh download is hashed).
     """
     if Path(repo_id).expanduser().is_dir():
         return str(Path(repo_id).expanduser())
@@ -585,13 +583,18 @@ def resolve_hf_model(group: str, repo_id: str, weights_dir=None, allow_download:
         for candidate in (root / group / repo_id.replace("/", "--"), root / group):
             searched.append(candidate)
             if (candidate / "config.json").is_file():
-                return str(candidate)
+                return _checked_folder(repo_id, candidate, hash_contents=False)
     from huggingface_hub import snapshot_download
 
-    patterns = [e.filename for e in entries() if e.hf_repo == repo_id] or None
+    files = [e for e in entries() if e.hf_repo == repo_id]
+    hub = dict(allow_patterns=[e.filename for e in files] or None, endpoint=hf_endpoint(),
+               revision=next((e.hf_revision for e in files if e.hf_revision), None))
     searched.append(Path(f"<huggingface cache>/{repo_id}"))
     try:
-        return snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True, endpoint=hf_endpoint())
+        return _checked_folder(repo_id, snapshot_download(repo_id, local_files_only=True, **hub),
+                               hash_contents=False)
+    except MissingWeightsError:
+        raise
     except Exception:  # not cached (the hub raises several types for that)
         pass
     if allow_download is None:
@@ -599,13 +602,31 @@ def resolve_hf_model(group: str, repo_id: str, weights_dir=None, allow_download:
     why = "offline, so no download was tried"
     if allow_download:
         try:
-            return snapshot_download(repo_id, allow_patterns=patterns, endpoint=hf_endpoint())
+            folder = snapshot_download(repo_id, **hub)
         except Exception as exc:
             why = f"download failed: {exc}"
+        else:
+            return _checked_folder(repo_id, folder, hash_contents=True)
     places = "\n".join(f"  - {p}" for p in searched)
     raise MissingWeightsError(f"model {repo_id!r} ({group}) not found ({why}). Looked in:\n{places}\n"
                               f"Get it with: python -m dalle_flow weights download --only {group},\n"
                               f"or place the model folder at $DALLE_FLOW_WEIGHTS_DIR/{group}/.")
+
+
+def _checked_folder(repo_id: str, folder, hash_contents: bool) -> str:
+    """`folder`, once every registry file of `repo_id` in it passes `verify_file`."""
+    for entry in entries():
+        path = Path(folder) / entry.filename
+        if entry.hf_repo != repo_id or not path.is_file():
+            continue
+        _refuse_if_bad(entry, path, verify_file(entry, path, hash_contents=hash_contents))
+    return str(folder)
+
+
+def _refuse_if_bad(entry: WeightFile, path: Path, status: str):
+    if status.startswith("BAD"):
+        raise MissingWeightsError(f"weight file {path} ({entry.group}) is not the expected file: {status}. "
+                                  f"Delete it and run: python -m dalle_flow weights download --only {entry.group}")
 
 
 def _explicit_dir(explicit) -> Path | None:
