@@ -77,9 +77,10 @@ def _hf(group, repo, names, revision=None, approx=None, pinned=None):
 
 GB, MB = 10**9, 10**6
 
-# Hub revisions are pinned to a commit where a public page ties the LFS SHA-256 to that commit, so that
-# `hf_hub_download` and `--dir` downloads fetch (and check) the same bytes. The hub's pages state LFS sizes rounded
-# ("10.4 GB"); an exact size is pinned only where an LFS pointer (`size N`) was published.
+# Hub revisions are pinned to a commit wherever a public page ties the files to one, so that `hf_hub_download` and
+# `--dir` downloads fetch (and check) the same bytes; CLIP stays at main (no commit id found), its SHA-256 pinned.
+# The hub's pages round LFS sizes ("10.4 GB"): an exact size is pinned only where an LFS pointer (`size N`) or a
+# listing in bytes states it. Where nothing is stated publicly the entry keeps only `approx_size`.
 DALLE_MEGA_REPO = "dalle-mini/dalle-mega"
 DALLE_MEGA_REVISION = "661203c9f0b19db31c8c857bad6c9c2315a95b42"  # "Push wandb artifact dalle-mini/dalle-mini/mega-1:v16"
 DALLE_MINI_REPO = "dalle-mini/dalle-mini"
