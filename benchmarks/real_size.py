@@ -13,8 +13,8 @@
    are the small ones of the tiny preset in the real file formats: they do not change memory or time.
 2. Serves that folder on a loopback port (ranges, ETags) and runs ``python -m dalle_flow weights download --dir``
    with ``HF_ENDPOINT`` and ``DALLE_FLOW_WEIGHTS_MIRROR`` pointed at it; ``DALLE_FLOW_WEIGHTS_MANIFEST`` gives the
-   sizes of these stand-ins (the registry's pinned SwinIR size and hash are those of the released file; executors
-   check sizes at start-up, so the Flow gets the same variable).
+   sizes of these stand-ins and clears the registry's pinned SHA-256s (those of the released files: see
+   ``weights.PINNED``); executors check sizes at start-up, so the Flow gets the same variable.
 3. Starts the Flow (``python -m dalle_flow flow-yaml`` with the toggles, then ``jina flow``) with the real preset on
    CPU and the downloaded folder as ``DALLE_FLOW_WEIGHTS_DIR``,
    in groups (toggles) so that no group needs much more than 14 GiB, and posts requests:
@@ -278,7 +278,8 @@ def write_clip(folder: Path, tiny: bool) -> int:
             torch.manual_seed(0)
             model = CLIPModel(config)
         processor = CLIPImageProcessor(size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336})
-    model.save_pretrained(folder, safe_serialization=True)
+    model.config.save_pretrained(folder)
+    torch.save(model.state_dict(), folder / "pytorch_model.bin")  # as the released repo's main branch ships it
     processor.save_pretrained(folder)
     _save_tokenizer_files(tiny_clip_tokenizer(77), folder)
     return sum(p.numel() for p in model.parameters())

@@ -2,12 +2,14 @@
 a cut-short transfer, a wrong-size stand-in, a 416 on a complete `.part`, a file changed between attempts, a wrong
 Content-Range, no Content-Length, two processes racing for one file, and mirrors (HF_ENDPOINT and
 DALLE_FLOW_WEIGHTS_MIRROR)."""
+import dataclasses
 import hashlib
 import http.server
 import json
 import multiprocessing
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -106,11 +108,39 @@ def test_hf_model_missing_offline(tmp_path, monkeypatch):
 
 def test_every_pinned_checksum_names_its_source():
     pinned = [entry for entry in weights.REGISTRY if entry.size or entry.sha256]
-    assert pinned, "at least the SwinIR file has a published size and SHA-256"
+    assert {entry.key for entry in pinned} == set(weights.PINNED) | {f"swinir/{SWINIR}"}
     for entry in pinned:
         assert entry.checksum_source, entry.key
-        assert entry.sha256 is None or len(entry.sha256) == 64
+        assert entry.sha256 is None or weights._is_hex(entry.sha256, 64), entry.key
+    for entry in weights.REGISTRY:  # a pinned hub revision is a commit, never a branch that can move
+        assert entry.hf_revision is None or weights._is_hex(entry.hf_revision, 40), entry.key
 
+
+def test_readme_weights_table_lists_every_file_with_its_pins():
+    """The README's table is the documentation of these numbers: it must not drift from the registry."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = readme[readme.index("## Weights"):readme.index("## How the models are implemented")]
+    for entry in weights.REGISTRY:
+        row = next((line for line in table.splitlines() if line.startswith(f"| `{entry.key}` |")), None)
+        assert row is not None, f"README Weights table has no row for {entry.key}"
+        if entry.sha256:
+            assert f"`{entry.sha256[:12]}…`" in row, entry.key
+        if entry.size:
+            assert f"{entry.size:,}" in row, entry.key
+        if not (entry.size or entry.sha256):
+            assert "none stated publicly" in row, entry.key
+
+
+
+def test_hf_model_folder_with_a_wrong_pinned_file_is_refused(tmp_path):
+    """CLIP and CLIPSeg load whole folders: the registry's files in them are checked like single files."""
+    folder = tmp_path / "clip"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    assert weights.resolve_hf_model("clip", weights.CLIP_REPO, weights_dir=tmp_path) == str(folder)
+    (folder / "pytorch_model.bin").write_bytes(PAYLOAD)
+    with pytest.raises(MissingWeightsError, match=f"pytorch_model.bin .*BAD size {len(PAYLOAD)} != 1711974081"):
+        weights.resolve_hf_model("clip", weights.CLIP_REPO, weights_dir=tmp_path)
 
 # ---- faults ----------------------------------------------------------------------------------------------------
 
@@ -277,9 +307,10 @@ def test_mirror_variable_replaces_the_origin_of_non_hub_urls(monkeypatch):
 
 def test_hub_files_with_a_dir_come_from_hf_endpoint_checked_against_the_hub(tmp_path, file_server, monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", file_server.url)
-    entry = weights.lookup("vqgan", "flax_model.msgpack")
-    assert weights.download_url(entry) == (f"{file_server.url}/dalle-mini/vqgan_imagenet_f16_16384/resolve/"
-                                           f"{weights.VQGAN_REVISION}/flax_model.msgpack")
+    pinned = weights.lookup("vqgan", "flax_model.msgpack")
+    assert weights.download_url(pinned) == (f"{file_server.url}/dalle-mini/vqgan_imagenet_f16_16384/resolve/"
+                                            f"{weights.VQGAN_REVISION}/flax_model.msgpack")
+    entry = dataclasses.replace(pinned, size=None, sha256=None)  # a hub file nobody published a hash for
     file_server.extra_headers = {"X-Linked-Size": str(len(PAYLOAD)), "X-Linked-Etag": f'"{"0" * 64}"'}
     with pytest.raises(OSError, match="stated by the hub"):
         weights.download(entry, tmp_path / "vqgan", progress=False)
@@ -291,13 +322,72 @@ def test_hub_files_with_a_dir_come_from_hf_endpoint_checked_against_the_hub(tmp_
 
 def test_small_hub_files_are_checked_against_their_git_sha1(tmp_path, file_server, monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", file_server.url)
-    entry = weights.lookup("vqgan", "config.json")
-    file_server.payload = b'{"n_embed": 16384}\n'
-    file_server.etag = '"' + hashlib.sha1(b"blob 19\0" + file_server.payload).hexdigest() + '"'
-    path = weights.download(entry, tmp_path / "vqgan", progress=False)
+    entry = weights.lookup("clip", "config.json")
+    file_server.payload = b'{"projection_dim": 768}\n'
+    file_server.etag = '"' + hashlib.sha1(b"blob 24\0" + file_server.payload).hexdigest() + '"'
+    path = weights.download(entry, tmp_path / "clip", progress=False)
     assert weights.read_record(path)["checked_against"] == "hub"
     path.unlink()
     weights.record_path(path).unlink()
     file_server.etag = '"' + "1" * 40 + '"'
     with pytest.raises(OSError, match="git blob SHA-1"):
-        weights.download(entry, tmp_path / "vqgan", progress=False)
+        weights.download(entry, tmp_path / "clip", progress=False)
+
+
+# ---- the published sizes and hashes of the real files -----------------------------------------------------------
+
+@pytest.mark.parametrize("key", ["dalle/flax_model.msgpack", "vqgan/flax_model.msgpack", "clip/pytorch_model.bin",
+                                 "clipseg/pytorch_model.bin", "dalle/enwiki-words-frequency.txt"])
+def test_pinned_hub_file_with_other_bytes_is_refused_even_when_the_hub_vouches_for_them(key, tmp_path, file_server,
+                                                                                      monkeypatch):
+    """A mirror (or a moved branch) serving other bytes under the right name: the hub's own headers agree with what it
+    sends, the registry's published SHA-256 (or size) does not, and nothing is kept."""
+    monkeypatch.setenv("HF_ENDPOINT", file_server.url)
+    entry = weights.lookup(*key.split("/"))
+    file_server.extra_headers = {"X-Linked-Size": str(len(PAYLOAD)), "X-Linked-Etag": f'"{SHA}"'}
+    expected = (f"offers {len(PAYLOAD)} bytes, expected {entry.size}" if entry.size
+                else f"SHA-256 {SHA} != {entry.sha256} \\(expected\\)")
+    with pytest.raises(OSError, match=expected):
+        weights.download(entry, tmp_path / entry.group, progress=False)
+    assert not [path.name for path in (tmp_path / entry.group).iterdir() if not path.name.endswith(".lock")]
+
+
+@pytest.mark.parametrize("key", ["clip/pytorch_model.bin", "dalle/enwiki-words-frequency.txt", "vqgan/config.json"])
+def test_wrong_size_stand_in_for_a_pinned_hub_file_stops_resolve(key, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    entry = weights.lookup(*key.split("/"))
+    (tmp_path / entry.group).mkdir()
+    (tmp_path / entry.group / entry.filename).write_bytes(PAYLOAD)
+    assert weights.verify_file(entry, tmp_path / entry.group / entry.filename).startswith(
+        f"BAD size {len(PAYLOAD)} != {entry.size}")
+    with pytest.raises(MissingWeightsError, match=f"BAD size {len(PAYLOAD)} != {entry.size}"):
+        weights.resolve(entry.group, entry.filename, weights_dir=tmp_path)
+
+
+def test_same_size_file_with_another_hash_is_refused(tmp_path):
+    """`weights verify` hashes the file; start-up reads no bytes but compares the hash already known for it."""
+    entry = dataclasses.replace(weights.lookup("clip", "pytorch_model.bin"), size=len(PAYLOAD))
+    path = tmp_path / "pytorch_model.bin"
+    path.write_bytes(PAYLOAD)
+    assert weights.verify_file(entry, path) == f"BAD sha256 {SHA} != {entry.sha256} (registry)"
+    assert weights.verify_file(entry, path, hash_contents=False) == "ok (size)"  # nothing known yet without reading
+    weights._write_record(path, {"size": len(PAYLOAD), "sha256": SHA})  # downloaded under another expectation
+    assert weights.verify_file(entry, path, hash_contents=False) == f"BAD sha256 {SHA} != {entry.sha256} (registry)"
+
+
+def test_hub_cache_blob_of_another_revision_is_refused_at_start_up(tmp_path):
+    """The hub cache names each LFS blob after its SHA-256: a snapshot pointing at another blob (another revision,
+    a hand-copied cache) is caught without reading the file."""
+    entry = dataclasses.replace(weights.lookup("vqgan", "flax_model.msgpack"))
+    blobs, snapshot = tmp_path / "blobs", tmp_path / "snapshots" / weights.VQGAN_REVISION
+    blobs.mkdir()
+    snapshot.mkdir(parents=True)
+    (blobs / SHA).write_bytes(PAYLOAD)
+    (snapshot / "flax_model.msgpack").symlink_to(blobs / SHA)
+    status = weights.verify_file(entry, snapshot / "flax_model.msgpack", hash_contents=False)
+    assert status == f"BAD sha256 {SHA} != {entry.sha256} (registry)"
+    (blobs / entry.sha256).write_bytes(PAYLOAD)  # the right name (contents are only read by `weights verify`)
+    (snapshot / "flax_model.msgpack").unlink()
+    (snapshot / "flax_model.msgpack").symlink_to(blobs / entry.sha256)
+    assert weights.verify_file(entry, snapshot / "flax_model.msgpack", hash_contents=False) == "ok (size)"
+    assert weights.verify_file(entry, snapshot / "flax_model.msgpack").startswith("BAD sha256")

@@ -68,15 +68,23 @@ class WeightFile:
         return self.url or "?"
 
 
-def _hf(group, repo, names, revision=None, approx=None):
-    approx = approx or {}
-    return [WeightFile(group, name, hf_repo=repo, hf_revision=revision, approx_size=approx.get(name)) for name in names]
+def _hf(group, repo, names, revision=None, approx=None, pinned=None):
+    """Hub files of one repository; `pinned` maps a file name to the size / SHA-256 a public source states for it."""
+    approx, pinned = approx or {}, pinned or {}
+    return [WeightFile(group, name, hf_repo=repo, hf_revision=revision, approx_size=approx.get(name),
+                       **pinned.get(name, {})) for name in names]
 
 
 GB, MB = 10**9, 10**6
 
-
+# Hub revisions are pinned to a commit wherever a public page ties the files to one, so that `hf_hub_download` and
+# `--dir` downloads fetch (and check) the same bytes; CLIP stays at main (no commit id found), its SHA-256 pinned.
+# The hub's pages round LFS sizes ("10.4 GB"): an exact size is pinned only where an LFS pointer (`size N`) or a
+# listing in bytes states it. Where nothing is stated publicly the entry keeps only `approx_size`.
 DALLE_MEGA_REPO = "dalle-mini/dalle-mega"
+DALLE_MEGA_REVISION = "661203c9f0b19db31c8c857bad6c9c2315a95b42"  # "Push wandb artifact dalle-mini/dalle-mini/mega-1:v16"
+DALLE_MINI_REPO = "dalle-mini/dalle-mini"
+ENWIKI_REVISION = "d37887a74f2b3fafe88849d8fa7410c6ac68c29f"  # "feat: update enwiki", the word list's last change
 VQGAN_REPO = "dalle-mini/vqgan_imagenet_f16_16384"
 VQGAN_REVISION = "e93a26e7707683d349bf5d5c41c5b0ef69b677a9"  # the revision DALL·E Flow pinned
 GLID3_BASE_URL = "https://dall-3.com/models/glid-3-xl"
@@ -85,16 +93,53 @@ SWINIR_URL = ("https://github.com/JingyunLiang/SwinIR/releases/download/v0.0/"
 # The release page states no checksum; these public download manifests of the same URL agree on size and SHA-256:
 SWINIR_CHECKSUM_SOURCE = ("TensoRaws/ccrestoration model zoo and LykosAI/StabilityMatrix's upscaler list "
                           "(SHA-256); independent download scripts (size 142,473,939)")
-CLIP_REPO = "openai/clip-vit-large-patch14-336"
+CLIP_REPO = "openai/clip-vit-large-patch14-336"  # main ships pytorch_model.bin; model.safetensors is only in PR #8
 CLIPSEG_REPO = "CIDAS/clipseg-rd64-refined"
+CLIPSEG_REVISION = "583b388deb98a04feb3e1f816dcdb8f3062ee205"  # "Update preprocessor_config.json": main
+HF = "https://huggingface.co"
+
+PINNED = {
+    "dalle/flax_model.msgpack": dict(
+        sha256="35a6c84b02cff45f7257283dbc7f2e4c403950ef146d9f0c9f5e6b9848b9602c",
+        checksum_source=f"{HF}/{DALLE_MEGA_REPO}/blob/main/flax_model.msgpack (LFS SHA-256; last changed in 661203c, "
+                        f"the pinned revision)"),
+    "dalle/enwiki-words-frequency.txt": dict(
+        size=34_196_068, sha256="26bc86b265dacb1f3974fc5aec5fd2523319a2a5207c6ff5c3c602a0f146574b",
+        checksum_source=f"LFS pointers in {HF}/{DALLE_MINI_REPO}/commit/{ENWIKI_REVISION} and "
+                        f"{HF}/{DALLE_MEGA_REPO}/commit/f815ffa5bdab671dfdb6aa4e0f749b7228dc8d9a"),
+    "vqgan/config.json": dict(
+        size=434, checksum_source=f"{HF}/{VQGAN_REPO}/tree/85eb5d3b51a1c62a0cc8f4ccdee9882c0d0bd384 and "
+                                  f"/tree/9f990ec03ea054204706013e2176bbb498ebc387 (434 Bytes; the file's last "
+                                  f"change is 85eb5d3, before the pinned revision)"),
+    "vqgan/flax_model.msgpack": dict(
+        sha256="5ef1a8f63877e450b2616169dcd1ab8f7b8a5eb95160549a1805e9e4511caa93",
+        checksum_source=f"{HF}/{VQGAN_REPO}/blob/main/flax_model.msgpack (LFS SHA-256; last changed in 85eb5d3, "
+                        f"before the pinned revision, which only edits README.md)"),
+    "clip/pytorch_model.bin": dict(
+        size=1_711_974_081, sha256="c6032c2e0caae3dc2d4fba35535fa6307dbb49df59c7e182b1bc4b3329b81801",
+        checksum_source=f"{HF}/{CLIP_REPO}/blob/main/pytorch_model.bin (LFS SHA-256); the same SHA-256 with size "
+                        f"1711974081 in the LFS pointer of {HF}/licyk/controlnet_v1.1_annotator/commit/fdd93e3 "
+                        f"(clip_vision/Clip-vit-large-patch14-336.bin), and on {HF}/fofr/comfyui "
+                        f"(clip_vision/clip-vit-large-patch14-336.bin)"),
+    "clipseg/pytorch_model.bin": dict(
+        sha256="dd9308225b8314bb7236f207e6ea72b22db5d90dba03fe3dc7d654f54dcfd08a",
+        checksum_source=f"{HF}/{CLIPSEG_REPO}/blob/8bef68afb9ebcbb7b153eee19f49aedb58e3f083/pytorch_model.bin "
+                        f"(LFS SHA-256; last changed in 217ba22, before the pinned revision); the same blob in the "
+                        f"hub-cache copy at {HF}/fofr/comfyui (clipseg/blobs/, refs/main = the pinned revision)"),
+}
+
+
+def _pins(group: str) -> dict[str, dict]:
+    return {key.split("/", 1)[1]: pin for key, pin in PINNED.items() if key.startswith(group + "/")}
+
 
 REGISTRY: list[WeightFile] = [
     *_hf("dalle", DALLE_MEGA_REPO, ["config.json", "flax_model.msgpack", "vocab.json", "merges.txt",
                                     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"],
-         approx={"flax_model.msgpack": int(10.5 * GB)}),
-    WeightFile("dalle", "enwiki-words-frequency.txt", hf_repo="dalle-mini/dalle-mini"),
+         revision=DALLE_MEGA_REVISION, approx={"flax_model.msgpack": int(10.4 * GB)}, pinned=_pins("dalle")),
+    *_hf("dalle", DALLE_MINI_REPO, ["enwiki-words-frequency.txt"], revision=ENWIKI_REVISION, pinned=_pins("dalle")),
     *_hf("vqgan", VQGAN_REPO, ["config.json", "flax_model.msgpack"], revision=VQGAN_REVISION,
-         approx={"flax_model.msgpack": 305 * MB}),
+         approx={"flax_model.msgpack": 304 * MB}, pinned=_pins("vqgan")),
     WeightFile("glid3", "finetune.pt", url=f"{GLID3_BASE_URL}/finetune.pt", approx_size=int(3.49 * GB)),
     WeightFile("glid3", "kl-f8.pt", url=f"{GLID3_BASE_URL}/kl-f8.pt", approx_size=335 * MB),
     WeightFile("glid3", "bert.pt", url=f"{GLID3_BASE_URL}/bert.pt", approx_size=int(2.33 * GB)),
@@ -102,12 +147,12 @@ REGISTRY: list[WeightFile] = [
     WeightFile("swinir", "003_realSR_BSRGAN_DFOWMFC_s64w8_SwinIR-L_x4_GAN.pth", url=SWINIR_URL,
                size=142_473_939, sha256="99adfa91350a84c99e946c1eb3d8fce34bc28f57d807b09dc8fe40a316328c0a",
                checksum_source=SWINIR_CHECKSUM_SOURCE),
-    *_hf("clip", CLIP_REPO, ["config.json", "model.safetensors", "preprocessor_config.json", "tokenizer.json",
+    *_hf("clip", CLIP_REPO, ["config.json", "pytorch_model.bin", "preprocessor_config.json", "tokenizer.json",
                              "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json"],
-         approx={"model.safetensors": int(1.71 * GB)}),
+         pinned=_pins("clip")),
     *_hf("clipseg", CLIPSEG_REPO, ["config.json", "pytorch_model.bin", "preprocessor_config.json", "tokenizer.json",
                                    "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json"],
-         approx={"pytorch_model.bin": 603 * MB}),
+         revision=CLIPSEG_REVISION, approx={"pytorch_model.bin": 603 * MB}, pinned=_pins("clipseg")),
 ]
 GROUPS = tuple(dict.fromkeys(f.group for f in REGISTRY))
 
@@ -185,10 +230,7 @@ def resolve(group: str, filename: str, weights_dir=None, allow_download: bool | 
     entry = lookup(group, filename)
     found = find_local(entry, weights_dir)
     if found is not None:
-        status = verify_file(entry, found, hash_contents=False)
-        if status.startswith("BAD"):
-            raise MissingWeightsError(f"weight file {found} ({entry.group}) is not the expected file: {status}. "
-                                      f"Delete it and run: python -m dalle_flow weights download --only {entry.group}")
+        _refuse_if_bad(entry, found, verify_file(entry, found, hash_contents=False))
         return found
     if allow_download is None:
         allow_download = not is_offline()
@@ -469,12 +511,18 @@ def verify_file(entry: WeightFile, path: Path, hash_contents: bool = True) -> st
     """``ok ...``, ``BAD ...`` or ``unverified ...`` for a local copy of `entry`. Compared with, in this order: the
     registry's size/SHA-256 (or ``DALLE_FLOW_WEIGHTS_MANIFEST``'s), the record `fetch_url` wrote, and the hub
     cache's own blob name (the LFS SHA-256 or git blob SHA-1 the file was stored under). Without `hash_contents`
-    only sizes are compared (cheap enough for every start-up)."""
+    nothing is read (cheap enough for every start-up): the size, and the registry's SHA-256 against the hash the
+    download record or the hub cache's blob name already holds."""
     record = read_record(path)
     blob = _hub_blob_name(path)
     if not hash_contents:
         size, expected = path.stat().st_size, entry.size or record.get("size")
-        return f"BAD size {size} != {expected}" if expected is not None and size != expected else "ok (size)"
+        if expected is not None and size != expected:
+            return f"BAD size {size} != {expected}"
+        known = record.get("sha256") or (blob if blob and _is_hex(blob, 64) else None)
+        if entry.sha256 and known and known != entry.sha256.lower():
+            return f"BAD sha256 {known} != {entry.sha256} (registry)"
+        return "ok (size)"
     return _check(path, entry.size, entry.sha256, record, blob)
 
 
@@ -525,7 +573,8 @@ def resolve_hf_model(group: str, repo_id: str, weights_dir=None, allow_download:
     """A local folder holding a whole Hugging Face model (CLIP, CLIPSeg), found like single files above.
 
     `repo_id` may itself be a local folder. Otherwise: ``<weights dir>/<group>/`` when it holds a config.json, then the
-    hub cache, then a download unless offline.
+    hub cache (at the registry's revision), then a download unless offline. The registry's files found in the folder
+    are checked as `resolve` checks single files (a fresh download is hashed).
     """
     if Path(repo_id).expanduser().is_dir():
         return str(Path(repo_id).expanduser())
@@ -535,13 +584,18 @@ def resolve_hf_model(group: str, repo_id: str, weights_dir=None, allow_download:
         for candidate in (root / group / repo_id.replace("/", "--"), root / group):
             searched.append(candidate)
             if (candidate / "config.json").is_file():
-                return str(candidate)
+                return _checked_folder(repo_id, candidate, hash_contents=False)
     from huggingface_hub import snapshot_download
 
-    patterns = [e.filename for e in entries() if e.hf_repo == repo_id] or None
+    files = [e for e in entries() if e.hf_repo == repo_id]
+    hub = dict(allow_patterns=[e.filename for e in files] or None, endpoint=hf_endpoint(),
+               revision=next((e.hf_revision for e in files if e.hf_revision), None))
     searched.append(Path(f"<huggingface cache>/{repo_id}"))
     try:
-        return snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True, endpoint=hf_endpoint())
+        return _checked_folder(repo_id, snapshot_download(repo_id, local_files_only=True, **hub),
+                               hash_contents=False)
+    except MissingWeightsError:
+        raise
     except Exception:  # not cached (the hub raises several types for that)
         pass
     if allow_download is None:
@@ -549,13 +603,31 @@ def resolve_hf_model(group: str, repo_id: str, weights_dir=None, allow_download:
     why = "offline, so no download was tried"
     if allow_download:
         try:
-            return snapshot_download(repo_id, allow_patterns=patterns, endpoint=hf_endpoint())
+            folder = snapshot_download(repo_id, **hub)
         except Exception as exc:
             why = f"download failed: {exc}"
+        else:
+            return _checked_folder(repo_id, folder, hash_contents=True)
     places = "\n".join(f"  - {p}" for p in searched)
     raise MissingWeightsError(f"model {repo_id!r} ({group}) not found ({why}). Looked in:\n{places}\n"
                               f"Get it with: python -m dalle_flow weights download --only {group},\n"
                               f"or place the model folder at $DALLE_FLOW_WEIGHTS_DIR/{group}/.")
+
+
+def _checked_folder(repo_id: str, folder, hash_contents: bool) -> str:
+    """`folder`, once every registry file of `repo_id` in it passes `verify_file`."""
+    for entry in entries():
+        path = Path(folder) / entry.filename
+        if entry.hf_repo != repo_id or not path.is_file():
+            continue
+        _refuse_if_bad(entry, path, verify_file(entry, path, hash_contents=hash_contents))
+    return str(folder)
+
+
+def _refuse_if_bad(entry: WeightFile, path: Path, status: str):
+    if status.startswith("BAD"):
+        raise MissingWeightsError(f"weight file {path} ({entry.group}) is not the expected file: {status}. "
+                                  f"Delete it and run: python -m dalle_flow weights download --only {entry.group}")
 
 
 def _explicit_dir(explicit) -> Path | None:
