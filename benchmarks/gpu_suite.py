@@ -424,7 +424,7 @@ def clipseg_section(tiny: bool, dev: Device, report: dict):
 
 def together_section(tiny: bool, dev: Device, report: dict):
     """Every model in its served dtype (executors' `dtype: auto`) in one process, one request each: the whole Flow's
-    weights and the largest activation peak on one device. CLIP counted once (clip_encoder and rerank share it)."""
+    weights and the largest activation peak on one device (one CLIP: the Flow holds one, in `rerank`)."""
     from dalle_flow.models.clip.rank import rank_scores
     from dalle_flow.pipelines.clipseg import segment
     from dalle_flow.pipelines.swinir import upscale

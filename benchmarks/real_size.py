@@ -18,8 +18,8 @@
 3. Starts the Flow (``python -m dalle_flow flow-yaml`` with the toggles, then ``jina flow``) with the real preset on
    CPU and the downloaded folder as ``DALLE_FLOW_WEIGHTS_DIR``,
    in groups (toggles) so that no group needs much more than 14 GiB, and posts requests:
-   group ``dalle``: DALL·E Mega (bfloat16) + SwinIR + CLIPSeg + both CLIPs: ``/`` (1 image), ``/upscale``,
-   ``/segment``; group ``glid3``: GLID-3 XL + both CLIPs: ``/`` (1 image, 4 steps), ``/diffuse``. ``--tiny`` runs the
+   group ``dalle``: DALL·E Mega (bfloat16) + SwinIR + CLIPSeg + CLIP: ``/`` (1 image), ``/upscale``,
+   ``/segment``; group ``glid3``: GLID-3 XL + CLIP: ``/`` (1 image, 4 steps), ``/diffuse``. ``--tiny`` runs the
    first group only: the GLID-3 executor always builds finetune.pt's full architecture, so its tiny files are
    written, downloaded and checked but not served.
 4. Prints one table row per executor: parameters, file size, ready after (Flow start to the executor's "start server"
@@ -343,7 +343,7 @@ def write_all(scratch: Path, origin: Path, tiny: bool) -> dict[str, int]:
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(source, target)
     print(f"wrote {len(weights.REGISTRY)} files in {time.monotonic() - started:.0f} s", flush=True)
-    return {"dalle": params["dalle"] + params["vqgan"], "clip_encoder": clip_params, "rerank": clip_params,
+    return {"dalle": params["dalle"] + params["vqgan"], "rerank": clip_params,
             "diffusion": sum(params_glid3.values()), "upscaler": params["upscaler"],
             "clipseg": params["clipseg"]}
 
@@ -574,8 +574,7 @@ def _file_sizes(weights_dir: Path) -> dict[str, int]:
     for entry in weights.REGISTRY:
         size = (weights_dir / entry.group / entry.filename).stat().st_size
         by_group[entry.group] = by_group.get(entry.group, 0) + size
-    return {"dalle": by_group["dalle"] + by_group["vqgan"], "clip_encoder": by_group["clip"],
-            "rerank": by_group["clip"],
+    return {"dalle": by_group["dalle"] + by_group["vqgan"], "rerank": by_group["clip"],
             "diffusion": by_group["glid3"], "upscaler": by_group["swinir"],
             "clipseg": by_group["clipseg"]}
 

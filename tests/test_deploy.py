@@ -25,7 +25,7 @@ from dalle_flow.deploy.k8s import IMAGE_ROOT
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HADOLINT = Path(sys.executable).with_name("hadolint")
 K8S_VERSION = "1.30"  # the oldest Kubernetes the manifests must validate against (schemas ship with the package)
-GPU_EXECUTORS = {"dalle", "diffusion", "upscaler", "clip_encoder", "rerank", "clipseg"}
+GPU_EXECUTORS = {"dalle", "diffusion", "upscaler", "rerank", "clipseg"}
 
 
 def dockerfile_instructions(text: str) -> list[tuple[str, str]]:
@@ -231,21 +231,20 @@ def test_k8s_follows_the_toggles_and_gpu_choices(tmp_path, monkeypatch):
                                env={"DISABLE_DALLE_MEGA": "1", "ENABLE_CLIPSEG": "0",
                                     "DALLE_FLOW_CLIP_SERVER": "grpcs://clip.example:2096"})
     assert code == 0, err
-    assert set(manifests) == {"clip_encoder", "diffusion", "rerank", "upscaler", "store", "gateway",
-                              "network-policy"}
+    assert set(manifests) == {"diffusion", "rerank", "upscaler", "store", "gateway", "network-policy"}
     manifests.pop("network-policy")
     gpus = {name: workload(docs)["spec"]["template"]["spec"]["containers"][0].get("resources", {})
             .get("limits", {}).get("nvidia.com/gpu") for name, docs in manifests.items()}
     # CLIP runs at the service, the upscaler on the CPU as asked: only diffusion holds a GPU
-    assert gpus == {"clip_encoder": None, "diffusion": "1", "rerank": None, "upscaler": None, "store": None,
-                    "gateway": None}
+    assert gpus == {"diffusion": "1", "rerank": None, "upscaler": None, "store": None, "gateway": None}
     args = workload(manifests["rerank"])["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert args[args.index("--uses") + 1] == f"{IMAGE_ROOT}/executors/clip/remote_rerank.yml"
+    assert args[args.index("--uses") + 1] == f"{IMAGE_ROOT}/executors/clip/remote.yml"
     assert "grpcs://clip.example:2096" in args[args.index("--uses-with") + 1]
 
 
 @pytest.mark.parametrize("args, env, message", [
     (["--gpus", "dale=1"], {}, "--gpus: no executor named dale"),
+    (["--gpus", "clip_encoder=0"], {}, "no executor named clip_encoder in this Flow (clip_encoder is part of rerank"),
     (["--gpus", "dalle=one"], {}, "--gpus: must be NAME=N with N an integer, got 'dalle=one'"),
     (["--node-selector", "gpu"], {}, "--node-selector: must be KEY=VALUE, got 'gpu'"),
     ([], {"DALLE_FLOW_CUDA_DEVICES_DALLE": "1"}, "each pod sees only the GPUs it requests"),

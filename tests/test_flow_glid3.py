@@ -33,7 +33,7 @@ def check_image_match(match, prompt):
 
 def test_prompt_gets_ranked_glid3_candidates(tiny_flow):
     result = Document(text=PROMPT).post(tiny_flow.url("grpc"), parameters={"num_images": 3, "steps": 6, "seed": 5})
-    assert np.asarray(result.embedding).shape == (32,)  # clip_encoder's, which conditioned GLID-3
+    assert np.asarray(result.embedding).shape == (32,)  # rerank's, CLIP of the prompt
     candidates = glid3(result.matches)
     assert [m.tags["image_index"] for m in candidates] == [0, 1, 2]
     assert len(set(pixels(candidates))) == 3

@@ -64,11 +64,44 @@ def test_every_combination_keeps_what_depended_on_what(toggles):
     Flow.load_config(yaml.safe_dump(spec, sort_keys=False))  # Jina accepts the topology (nothing is started)
 
 
+CLIP_CONFIGS = REPO_ROOT / "executors" / "clip"
+
+
+def clip_executors(uses_by_name: dict[str, str]) -> list[str]:
+    """Executors whose config is one of executors/clip/ (local CLIP, or the CLIP-as-service forwarder)."""
+    return [name for name, uses in uses_by_name.items() if CLIP_CONFIGS in Path(uses).parents]
+
+
+@pytest.mark.parametrize("clip_server", [None, "grpcs://api.clip.jina.ai:2096"])
+@pytest.mark.parametrize("toggles", [t for t in COMBINATIONS if not (t["disable_dalle_mega"] and t["disable_glid3xl"])],
+                         ids=lambda t: "-".join(k for k, v in t.items() if v) or "none")
+def test_the_flow_holds_one_clip_in_every_combination(toggles, clip_server):
+    """One CLIP executor, after every generator: it serves /encode and /rank and ranks `/`'s candidates (issue #12:
+    clip_encoder and rerank each held their own ViT-L/14@336, 0.8 GiB of weights, activations and a CUDA context)."""
+    from dalle_flow.deploy.k8s import IMAGE_ROOT, k8s_flow
+
+    options = ServeOptions(**toggles, clip_server=clip_server)
+    spec = flow_dict(options)
+    assert clip_executors({e["name"]: e["uses"] for e in spec["executors"]}) == ["rerank"]
+    generators = {"dalle", "diffusion"} & set(flow_graph.names(spec["executors"]))
+    assert generators <= flow_graph.ancestors(spec["executors"], "rerank")
+    _, uses_paths, _ = k8s_flow(options, "registry.example.com/dalle-flow:test")
+    in_image = {name: str(REPO_ROOT / Path(path).relative_to(IMAGE_ROOT)) for name, path in uses_paths.items()
+                if path.startswith(IMAGE_ROOT)}
+    assert clip_executors(in_image) == ["rerank"]
+
+
+def test_flow_yml_served_as_is_holds_one_clip():
+    with open(FLOW_YML) as f:
+        uses = {e["name"]: str(FLOW_YML.parent / e["uses"]) for e in yaml.safe_load(f)["executors"]}
+    assert clip_executors(uses) == ["rerank"]
+
+
 def test_the_issue_examples_of_rewiring():
     assert executors(flow_dict(ServeOptions(disable_dalle_mega=True)))["rerank"] == ["diffusion"]
     without_diffusion = flow_dict(ServeOptions(disable_glid3xl=True))
     assert "dalle" in executors(without_diffusion)["rerank"]
-    assert "clip_encoder" in flow_graph.ancestors(without_diffusion["executors"], "rerank")
+    assert executors(without_diffusion)["dalle"] == ["gateway"]
     assert executors(flow_dict(ServeOptions(disable_swinir=True)))["store"] == ["rerank"]
     assert executors(flow_dict(ServeOptions()))["clipseg"] == ["store"]
     assert "clipseg" not in executors(flow_dict(ServeOptions(enable_clipseg=False)))
@@ -132,6 +165,8 @@ def test_environment_sets_toggles_devices_gpus_replicas():
     ({"DALLE_FLOW_CLIP_SERVER": "grpcs://host:2096", "DALLE_FLOW_DEVICE_RERANK": "cpu"},
      "DALLE_FLOW_DEVICE_RERANK: rerank runs no model here"),
     ({"DISABLE_DALLE_MEGA": "1", "DISABLE_GLID3XL": "on"}, "at least one generator must stay enabled"),
+    ({"DALLE_FLOW_DEVICE_CLIP_ENCODER": "cpu"},
+     "DALLE_FLOW_DEVICE_CLIP_ENCODER: no executor named 'CLIP_ENCODER' (clip_encoder is part of rerank now"),
 ])
 def test_bad_settings_are_refused_with_the_variable_named(env, message):
     with pytest.raises(ValueError) as err:
@@ -141,9 +176,8 @@ def test_bad_settings_are_refused_with_the_variable_named(env, message):
 
 def test_external_clip_server_replaces_local_clip_with_forwarders():
     spec = {e["name"]: e for e in flow_dict(ServeOptions(clip_server="grpcs://api.clip.jina.ai:2096"))["executors"]}
-    for name, config in (("clip_encoder", "remote.yml"), ("rerank", "remote_rerank.yml")):
-        assert spec[name]["uses"] == str(REPO_ROOT / "executors" / "clip" / config)
-        assert spec[name]["uses_with"] == {"server": "grpcs://api.clip.jina.ai:2096"}
+    assert spec["rerank"]["uses"] == str(REPO_ROOT / "executors" / "clip" / "remote.yml")
+    assert spec["rerank"]["uses_with"] == {"server": "grpcs://api.clip.jina.ai:2096"}
     assert spec["diffusion"]["uses"].endswith("glid3/config.yml")
 
 
@@ -161,8 +195,8 @@ def test_flow_yaml_command_prints_what_jina_serves(monkeypatch, tmp_path):
                            env={"DISABLE_DALLE_MEGA": "1", "DALLE_FLOW_REPLICAS_RERANK": "2"},
                            monkeypatch=monkeypatch)
     spec = yaml.safe_load(out)
-    assert code == 0 and [e["name"] for e in spec["executors"]] == ["clip_encoder", "diffusion", "rerank", "store"]
-    assert executors(spec)["store"] == ["rerank"] and spec["executors"][2]["replicas"] == 2
+    assert code == 0 and [e["name"] for e in spec["executors"]] == ["diffusion", "rerank", "store"]
+    assert executors(spec)["store"] == ["rerank"] and spec["executors"][1]["replicas"] == 2
     code, _, _ = run_cli("flow-yaml", "--disable-swinir", "--disable-clipseg", "-o", str(tmp_path / "f.yml"),
                          monkeypatch=monkeypatch)
     assert code == 0 and yaml.safe_load((tmp_path / "f.yml").read_text()) == spec

@@ -16,6 +16,6 @@ def test_real_size_script_in_tiny_mode(tmp_path):
     out = result.stdout
     assert "downloaded through the mirror" in out and out.count("downloaded (checked against") >= 30
     rows = [line for line in out.splitlines() if line.startswith("| dalle ")]
-    assert {row.split("|")[2].strip() for row in rows} == {"dalle", "clip_encoder", "rerank", "upscaler", "clipseg"}
+    assert {row.split("|")[2].strip() for row in rows} == {"dalle", "rerank", "upscaler", "clipseg"}
     assert all("GiB" in row for row in rows)
     assert not scratch.exists()  # cleaned up

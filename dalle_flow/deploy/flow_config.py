@@ -33,9 +33,12 @@ TOGGLES = (
 # default was off)
 TOGGLE_DEFAULTS = {"enable_clipseg": True}
 GENERATORS = ("dalle", "diffusion")
-# with an external CLIP-as-service, these thin executors forward to it (see executors/clip/remote.py for why Jina
-# `external: true` executors cannot stand in for them)
-REMOTE_CLIP = {"clip_encoder": "executors/clip/remote.yml", "rerank": "executors/clip/remote_rerank.yml"}
+# with an external CLIP-as-service, the Flow's CLIP executor becomes a thin forwarder to it (see
+# executors/clip/remote.py for why a Jina `external: true` executor cannot stand in for it)
+REMOTE_CLIP = {"rerank": "executors/clip/remote.yml"}
+# executors of earlier versions whose work another one took over: settings naming them get a pointer, not just "no
+# such executor"
+MERGED_EXECUTORS = {"clip_encoder": "rerank"}
 CLIP_SERVER_ENV = "DALLE_FLOW_CLIP_SERVER"
 CLIP_SCHEMES = ("grpc", "grpcs", "http", "https", "websocket", "ws", "wss")
 # per-executor settings: DALLE_FLOW_<KIND>_<EXECUTOR NAME IN UPPER CASE>, e.g. DALLE_FLOW_REPLICAS_DALLE=2
@@ -75,6 +78,12 @@ def all_executor_names(source: Path = FLOW_YML) -> list[str]:
         return [e["name"] for e in yaml.safe_load(f).get("executors", [])]
 
 
+def merged_hint(name: str) -> str:
+    """Why an executor name of an earlier version is unknown now ("" for any other name)."""
+    merged_into = MERGED_EXECUTORS.get(name.lower())
+    return f" ({name.lower()} is part of {merged_into} now: the Flow holds one CLIP)" if merged_into else ""
+
+
 def _flag(environ, name: str, default: bool = False) -> bool:
     if not environ.get(name, "").strip():
         return default
@@ -94,7 +103,7 @@ def toggles_from_env(environ, source: Path = FLOW_YML) -> dict:
             if var.startswith(prefix):
                 suffix = var[len(prefix):]
                 if suffix not in known:
-                    raise ValueError(f"{var}: no executor named {suffix!r}; use one of "
+                    raise ValueError(f"{var}: no executor named {suffix!r}{merged_hint(suffix)}; use one of "
                                      f"{', '.join(prefix + k for k in known)}")
                 settings[known[suffix]] = _replicas(var, value) if attr == "replicas" else value.strip()
         options[attr] = settings
@@ -148,7 +157,8 @@ def _apply_settings(options: ServeOptions, executors: list[dict], known: list[st
         for name, value in getattr(options, attr).items():
             what = f"{prefix}{name.upper()}"
             if name not in known:
-                raise ValueError(f"{what}: no executor named {name!r}; the Flow's executors are {', '.join(known)}")
+                raise ValueError(f"{what}: no executor named {name!r}{merged_hint(name)}; the Flow's executors are "
+                                 f"{', '.join(known)}")
             if name not in present:
                 continue  # toggled off: its settings may stay in an environment file
             executor = present[name]

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from dalle_flow.deploy.flow_config import REPO_ROOT, ServeOptions, _accepts_device, flow_dict
+from dalle_flow.deploy.flow_config import REPO_ROOT, ServeOptions, _accepts_device, flow_dict, merged_hint
 
 IMAGE_ROOT = "/app"  # the Dockerfile's WORKDIR: the repository's files inside the image
 WEIGHTS_MOUNT = "/weights"
@@ -51,7 +51,9 @@ def k8s_flow(options: ServeOptions, image: str, gpus: dict[str, int] | None = No
     names = [e["name"] for e in spec["executors"]]
     unknown = sorted(set(gpus or {}) - set(names))
     if unknown:
-        raise ValueError(f"--gpus: no executor named {', '.join(unknown)} in this Flow; it has {', '.join(names)}")
+        hints = "".join(merged_hint(name) for name in unknown)
+        raise ValueError(f"--gpus: no executor named {', '.join(unknown)} in this Flow{hints}; it has "
+                         f"{', '.join(names)}")
     uses_paths, gpu_counts = {}, {}
     gateway = spec.get("gateway") or {}
     if gateway.get("uses"):  # Jina exports a custom gateway only from an image; its class is patched back in

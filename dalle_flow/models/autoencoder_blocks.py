@@ -209,11 +209,11 @@ class LatentAutoencoder(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.quant_conv.weight.dtype
+        return self.post_quant_conv.weight.dtype  # present in a decode-only model too
 
     @property
     def device(self) -> torch.device:
-        return self.quant_conv.weight.device
+        return self.post_quant_conv.weight.device
 
     def encode_latent(self, x: torch.Tensor) -> torch.Tensor:
         """quant_conv(encoder(x)): the latent before quantisation / the posterior's stacked moments."""

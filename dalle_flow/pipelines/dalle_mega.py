@@ -37,9 +37,9 @@ class DalleMegaPipeline:
     def from_files(cls, dalle_config: Path, dalle_checkpoint: Path, tokenizer_folder: Path, words_path: Path,
                    vqgan_config: Path, vqgan_checkpoint: Path, device: torch.device | str = "cpu",
                    dtype: torch.dtype = torch.float32, batch_size: int = BATCH_SIZE.default) -> "DalleMegaPipeline":
-        """DalleBart in `dtype`; the VQGAN always in float32."""
+        """DalleBart in `dtype`; the VQGAN always in float32, without its encoder (generation only decodes)."""
         dalle = load_dallebart((dalle_config, dalle_checkpoint), device, dtype)
-        vqgan = load_vqgan((vqgan_config, vqgan_checkpoint), device, torch.float32)
+        vqgan = load_vqgan((vqgan_config, vqgan_checkpoint), device, torch.float32, with_encoder=False)
         return cls(DalleProcessor.from_folder(tokenizer_folder, words_path), dalle, vqgan, batch_size)
 
     @classmethod

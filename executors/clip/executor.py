@@ -1,5 +1,11 @@
-"""CLIP in the Flow: `clip_encoder` (CLIP-as-service /encode and /rank; prompt embedding on /) and `rerank`
-(ranks every candidate of a prompt on /)."""
+"""`rerank`: the Flow's one CLIP. It sits after the generators' merge and serves CLIP-as-service's `/encode` and
+`/rank` (requests for those pass the generators untouched) and, on `/`, embeds each prompt and ranks every candidate
+of every generator by its image, best first.
+
+One executor, so the Flow holds one copy of CLIP (ViT-L/14@336: 0.8 GiB of fp16 weights, its activations and a CUDA
+context). It runs after the merge, so nothing downstream reorders a `/rank` answer: a merge of two branches keeps the
+order of the first branch, and here both branches passed the request through unchanged.
+"""
 
 import numpy as np
 from docarray import DocumentArray
@@ -7,7 +13,7 @@ from jina import Executor, requests
 
 from dalle_flow.serving.clip_protocol import clip_input, drop_image_content, refuse_unsupported_parameters
 from dalle_flow.serving.limits import request_limits
-from dalle_flow.serving.parameters import PARAMETERS_ENDPOINT, is_probe, require_prompts
+from dalle_flow.serving.parameters import PARAMETERS_ENDPOINT, document_prompt, is_probe
 from dalle_flow.serving.presets import is_tiny
 from dalle_flow.serving.weights import resolve_hf_model
 from dalle_flow.runtime.device import resolve_device
@@ -42,13 +48,9 @@ def embed(clip: ClipEmbedder, docs: DocumentArray, what: str = "docs", image_fir
 
 
 def rank_matches(clip: ClipEmbedder, doc, index: int, candidates_image_first: bool = False):
-    """Reorder doc.matches best first; scores as CLIP-as-service: softmax of scaled cosine, and the cosine. Matches
-    come back without embeddings, as from clip_server.
-
-    The query is the Document's own embedding when it has one from this CLIP (the prompt is embedded once on `/`),
-    else its freshly computed embedding."""
-    if doc.embedding is None or np.asarray(doc.embedding).shape != (clip.embedding_dim,):
-        embed(clip, DocumentArray([doc]), what=f"docs[{index}]")
+    """Reorder doc.matches best first against the query `doc.embedding` (set by the caller); scores as
+    CLIP-as-service: softmax of scaled cosine, and the cosine. Matches come back without embeddings, as from
+    clip_server."""
     if not len(doc.matches):
         return
     embed(clip, doc.matches, what=f"docs[{index}].matches", image_first=candidates_image_first)
@@ -62,17 +64,14 @@ def rank_matches(clip: ClipEmbedder, doc, index: int, candidates_image_first: bo
     doc.matches = sorted(doc.matches, key=lambda m: m.scores["clip_score"].value, reverse=True)
 
 
-class _ClipExecutor(Executor):
-    """Loads CLIP once at start-up; subclasses bind endpoints (no handlers here, so none are inherited twice)."""
+class FlowClip(Executor):
+    """CLIP loaded once at start-up: `/encode`, `/rank` as CLIP-as-service; on `/` the prompt's embedding and the
+    candidates of every generator ranked by their images."""
 
     def __init__(self, model_name: str = DEFAULT_CLIP, device: str = "auto", dtype: str = "auto",
                  preset: str | None = None, weights_dir: str | None = None, **kwargs):
         super().__init__(**kwargs)
         self.clip = clip_for(model_name, device, dtype, preset, weights_dir)
-
-
-class ClipEncoder(_ClipExecutor):
-    """CLIP-as-service protocol (`/encode`, `/rank`) plus the prompt embedding on `/` that GLID-3 XL consumes."""
 
     @requests(on="/encode")
     def encode(self, docs: DocumentArray, parameters: dict = None, **kwargs):
@@ -85,27 +84,20 @@ class ClipEncoder(_ClipExecutor):
     def rank(self, docs: DocumentArray, parameters: dict = None, **kwargs):
         refuse_unsupported_parameters(parameters)
         check_request(docs, "/rank")
+        embed(self.clip, docs)  # the queries, always re-encoded as CLIP-as-service does
         for i, doc in enumerate(docs):
-            doc.embedding = None  # as CLIP-as-service: the query is always re-encoded
             rank_matches(self.clip, doc, i)
         drop_image_content(docs, parameters, matches=True)
 
     @requests(on="/")
-    def encode_prompt(self, docs: DocumentArray, **kwargs):
-        if is_probe(docs):
-            return
-        request_limits().check_docs(docs, "/")  # first in the Flow: an oversized request stops here
-        require_prompts(docs)
-        embed(self.clip, docs)
-
-
-class ClipReranker(_ClipExecutor):
-    """Ranks every candidate a prompt received on `/` (from all generators) by its image, best first."""
-
-    @requests(on="/")
     def rank_candidates(self, docs: DocumentArray, **kwargs):
+        """The answer's `.embedding` is CLIP of the prompt (also of a Document that carries an image and its prompt
+        in the `text` tag); its candidates are ranked against it by their images."""
         if is_probe(docs):
             return
+        prompts = [document_prompt(doc, f"docs[{i}]") for i, doc in enumerate(docs)]
+        for doc, vector in zip(docs, self.clip.encode_text(prompts)):
+            doc.embedding = vector
         for i, doc in enumerate(docs):
             rank_matches(self.clip, doc, i, candidates_image_first=True)
 

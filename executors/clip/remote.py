@@ -1,11 +1,12 @@
-"""CLIP-as-service instead of local CLIP (DALLE_FLOW_CLIP_SERVER): `clip_encoder` and `rerank` forward to it.
+"""CLIP-as-service instead of local CLIP (DALLE_FLOW_CLIP_SERVER): `rerank`, the Flow's one CLIP executor, forwards
+to it what local CLIP does there (`/encode`, `/rank`, and the prompt embedding and ranking of candidates on `/`).
 
 Why forwarders and not Jina `external: true` executors pointing at the service, as the original DALL·E Flow did:
 with Jina 3.34 the gateway sends an external executor every endpoint under its own name. `uses_requests`
 ({'/': '/rank'}) is applied by an executor's own runtime, which an external one does not run here, so the external
 `rerank` encoded the prompt and ranked nothing (tried: the candidates came back without scores); and
 CLIP-as-service's catch-all `encode` would embed the images of /diffuse (which diffusion then reads as the prompt
-embedding), /upscale and /segment. These forwarders send exactly what local CLIP handles (`/`, `/encode`, `/rank`)
+embedding), /upscale and /segment. This forwarder sends exactly what local CLIP handles (`/`, `/encode`, `/rank`)
 and nothing else. Images go out as inline PNG bytes, never as a URI: the service would fetch it.
 
 The access token (api.clip.jina.ai needs one) comes from $DALLE_FLOW_CLIP_TOKEN at start-up, so it never lands in a
@@ -20,7 +21,7 @@ from jina import Executor, requests
 
 from dalle_flow.serving.clip_protocol import clip_input, drop_image_content, refuse_unsupported_parameters
 from dalle_flow.serving.images import encode_png
-from dalle_flow.serving.parameters import PARAMETERS_ENDPOINT, is_probe, require_prompts
+from dalle_flow.serving.parameters import PARAMETERS_ENDPOINT, document_prompt, is_probe
 
 TOKEN_ENV = "DALLE_FLOW_CLIP_TOKEN"
 SCORES = ("clip_score", "clip_score_cosine")
@@ -35,7 +36,10 @@ def outgoing(doc, what: str, image_first: bool = False) -> Document:
     return Document(blob=encode_png(content), mime_type="image/png")
 
 
-class _ClipService(Executor):
+class ClipService(Executor):
+    """`rerank` over CLIP-as-service: `/encode` and `/rank` passed on; on `/` the prompt's embedding and every
+    candidate of a prompt ranked by its image, best first (matches keep no embedding)."""
+
     def __init__(self, server: str, batch_size: int = 8, **kwargs):
         super().__init__(**kwargs)
         from jina import Client
@@ -73,12 +77,14 @@ class _ClipService(Executor):
         for doc, reply in zip(docs, await self._call("/encode", out)):
             doc.embedding = reply.embedding
 
-    async def _rank(self, docs: DocumentArray, keep_embeddings: bool, candidates_image_first: bool = False):
-        """Reorder each Document's matches best first with the service's scores (CLIP-as-service /rank)."""
+    async def _rank(self, docs: DocumentArray, queries: list, match_embeddings: bool,
+                    candidates_image_first: bool = False):
+        """Reorder each Document's matches best first with the service's scores (CLIP-as-service /rank) against
+        `queries[i]` (what the service embeds as the query of docs[i]); each Document gets its query's embedding."""
         ranked = [(i, doc) for i, doc in enumerate(docs) if len(doc.matches)]
         out = DocumentArray()
         for i, doc in ranked:
-            query = outgoing(doc, f"docs[{i}]")
+            query = queries[i]
             query.matches = [outgoing(m, f"docs[{i}].matches[{j}]", candidates_image_first)
                              for j, m in enumerate(doc.matches)]
             for j, match in enumerate(query.matches):
@@ -93,21 +99,17 @@ class _ClipService(Executor):
                 for name in SCORES:
                     if name in reply_match.scores:
                         originals[j].scores[name] = reply_match.scores[name]
-                originals[j].embedding = reply_match.embedding if keep_embeddings else None
+                originals[j].embedding = reply_match.embedding if match_embeddings else None
             doc.matches = [originals[j] for j in order]
-            if keep_embeddings:
-                doc.embedding = reply.embedding
-
-
-class ClipServiceEncoder(_ClipService):
-    """`clip_encoder` over CLIP-as-service: the prompt embedding on `/`, and `/encode`, `/rank` passed on."""
+            doc.embedding = reply.embedding
 
     @requests(on="/")
-    async def encode_prompt(self, docs: DocumentArray, **kwargs):
+    async def rank_candidates(self, docs: DocumentArray, **kwargs):
         if is_probe(docs):
             return
-        require_prompts(docs)
-        await self._embed(docs)
+        # one /rank call: the prompt is the query, so its embedding comes back as the answer's `.embedding`
+        prompts = [Document(text=document_prompt(doc, f"docs[{i}]")) for i, doc in enumerate(docs)]
+        await self._rank(docs, prompts, match_embeddings=False, candidates_image_first=True)
 
     @requests(on="/encode")
     async def encode(self, docs: DocumentArray, parameters: dict = None, **kwargs):
@@ -118,19 +120,9 @@ class ClipServiceEncoder(_ClipService):
     @requests(on="/rank")
     async def rank(self, docs: DocumentArray, parameters: dict = None, **kwargs):
         refuse_unsupported_parameters(parameters)
-        await self._rank(docs, keep_embeddings=True)
+        queries = [outgoing(doc, f"docs[{i}]") for i, doc in enumerate(docs)]
+        await self._rank(docs, queries, match_embeddings=True)
         drop_image_content(docs, parameters, matches=True)
-
-
-class ClipServiceReranker(_ClipService):
-    """`rerank` over CLIP-as-service: every candidate of a prompt on `/` by its image, best first; matches keep no
-    embedding."""
-
-    @requests(on="/")
-    async def rank_candidates(self, docs: DocumentArray, **kwargs):
-        if is_probe(docs):
-            return
-        await self._rank(docs, keep_embeddings=False, candidates_image_first=True)
 
     @requests(on=PARAMETERS_ENDPOINT)
     async def merge_parameter_declarations(self, docs: DocumentArray, **kwargs):

@@ -151,6 +151,20 @@ def test_config_and_files_errors(tmp_path, saved_unseen):
         VQGANConfig(ch=48)
 
 
+def test_decode_only_load_skips_the_encoder_and_decodes_the_same(saved_unseen):
+    """Serving (DalleMegaPipeline.from_files) loads the VQGAN without its encoder: fewer parameters, same pixels."""
+    full = load_vqgan(saved_unseen)
+    decoder_only = load_vqgan(saved_unseen, with_encoder=False)
+    assert not hasattr(decoder_only, "encoder") and not hasattr(decoder_only, "quant_conv")
+    removed = sum(p.numel() for name in ("encoder", "quant_conv") for p in getattr(full, name).parameters())
+    assert sum(p.numel() for p in decoder_only.parameters()) == sum(p.numel() for p in full.parameters()) - removed
+    ids = torch.tensor([[0, 3, 9, 1]])
+    with torch.inference_mode():
+        assert torch.equal(decoder_only.decode_code(ids), full.decode_code(ids))
+    with pytest.raises(RuntimeError, match="without its encoder"):
+        decoder_only.encode(torch.zeros(1, 3, 32, 32))
+
+
 def test_half_precision_weights_decode_to_float32(saved_unseen):
     full = load_vqgan(saved_unseen)
     half = load_vqgan(saved_unseen, dtype=torch.bfloat16)

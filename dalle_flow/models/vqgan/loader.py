@@ -20,7 +20,7 @@ from dalle_flow.runtime import flax_msgpack
 from dalle_flow.runtime.flax_msgpack_writer import write_flax_msgpack
 from dalle_flow.runtime.state_dict import CheckpointMismatchError
 from dalle_flow.models.vqgan.config import VQGANConfig, tiny_config
-from dalle_flow.models.vqgan.model import VQGAN
+from dalle_flow.models.vqgan.model import ENCODER_MODULES, VQGAN
 
 CONFIG_NAME = "config.json"
 CHECKPOINT_NAME = "flax_model.msgpack"
@@ -67,12 +67,16 @@ def _to_torch_layout(array: np.ndarray, torch_shape: tuple) -> np.ndarray:
 
 
 def load_state(model: VQGAN, checkpoint) -> None:
-    """Fill every parameter of `model` (possibly created with to_empty) from a Flax msgpack file, strictly."""
+    """Fill every parameter of `model` (possibly created with to_empty) from a Flax msgpack file, strictly. A model
+    built without its encoder skips the file's encoder tensors."""
     layout = flax_layout(model)
     params = dict(model.named_parameters())
+    skipped = () if model.with_encoder else tuple(f"{name}/" for name in ENCODER_MODULES)
     filled, unexpected, wrong = set(), [], []
     for path, array in flax_msgpack.iter_leaves(checkpoint):
         key = "/".join(path)
+        if skipped and key.startswith(skipped):
+            continue
         if key not in layout:
             unexpected.append(key)
             continue
@@ -99,17 +103,20 @@ def load_state(model: VQGAN, checkpoint) -> None:
                                              ("wrong shape", wrong)) if items))
 
 
-def build_empty(config: VQGANConfig, device="cpu", dtype: torch.dtype = torch.float32) -> VQGAN:
+def build_empty(config: VQGANConfig, device="cpu", dtype: torch.dtype = torch.float32,
+                with_encoder: bool = True) -> VQGAN:
     """The model with uninitialised storage (no random init cost); every parameter must be loaded afterwards."""
     with torch.device("meta"):
-        model = VQGAN(config)
+        model = VQGAN(config, with_encoder)
     return model.to(dtype=dtype).to_empty(device=torch.device(device))
 
 
-def load_vqgan(folder_or_paths, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> VQGAN:
+def load_vqgan(folder_or_paths, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+               with_encoder: bool = True) -> VQGAN:
     """The VQGAN from a folder holding `config.json` + `flax_model.msgpack` (the layout of HF
     dalle-mini/vqgan_imagenet_f16_16384) or an explicit (config, checkpoint) pair, in eval mode on `device`.
-    DALL·E Flow keeps it in float32 even when DalleBart runs in half precision."""
+    DALL·E Flow keeps it in float32 even when DalleBart runs in half precision. `with_encoder=False` loads the
+    decoding half only (what serving uses)."""
     if isinstance(folder_or_paths, (tuple, list)):
         config_path, checkpoint = (Path(p) for p in folder_or_paths)
     else:
@@ -118,7 +125,7 @@ def load_vqgan(folder_or_paths, device: torch.device | str = "cpu", dtype: torch
         if not path.is_file():
             raise FileNotFoundError(f"VQGAN: {path} not found (expected config.json + flax_model.msgpack "
                                     f"from dalle-mini/vqgan_imagenet_f16_16384)")
-    model = build_empty(VQGANConfig.from_json(config_path), device, dtype)
+    model = build_empty(VQGANConfig.from_json(config_path), device, dtype, with_encoder)
     load_state(model, checkpoint)
     return model.eval()
 

@@ -13,21 +13,32 @@ from dalle_flow.models.autoencoder_blocks import Decoder, Encoder, LatentAutoenc
 from dalle_flow.models.vqgan.config import VQGANConfig
 from dalle_flow.models.vqgan.quantizer import VectorQuantizer
 
+# the modules only `encode` uses: DALL·E Mega serving only decodes, so it builds the VQGAN without them
+ENCODER_MODULES = ("encoder", "quant_conv")
+
+
 class VQGAN(LatentAutoencoder):
-    def __init__(self, config: VQGANConfig):
+    def __init__(self, config: VQGANConfig, with_encoder: bool = True):
+        """`with_encoder=False` builds the decoding half only (codebook, post_quant_conv, decoder): the serving path
+        never encodes pixels, and the encoder is 29 M of the 76 M parameters."""
         super().__init__()
         self.config = config
         c = config
-        self.encoder = Encoder(c.ch, c.ch_mult, c.num_res_blocks, c.in_channels, c.z_channels, c.double_z,
-                               c.encoder_attn_levels, c.resamp_with_conv, c.dropout)
+        self.with_encoder = with_encoder
+        if with_encoder:
+            self.encoder = Encoder(c.ch, c.ch_mult, c.num_res_blocks, c.in_channels, c.z_channels, c.double_z,
+                                   c.encoder_attn_levels, c.resamp_with_conv, c.dropout)
         self.decoder = Decoder(c.ch, c.ch_mult, c.num_res_blocks, c.out_ch, c.z_channels, c.decoder_attn_levels,
                                c.resamp_with_conv, c.dropout, give_pre_end=c.give_pre_end)
         self.quantize = VectorQuantizer(c.n_embed, c.embed_dim)
-        self.quant_conv = nn.Conv2d(2 * c.z_channels if c.double_z else c.z_channels, c.embed_dim, 1)
+        if with_encoder:  # built in this order, as always: the tiny preset's random weights depend on it
+            self.quant_conv = nn.Conv2d(2 * c.z_channels if c.double_z else c.z_channels, c.embed_dim, 1)
         self.post_quant_conv = nn.Conv2d(c.embed_dim, c.z_channels, 1)
 
     def pre_quant(self, pixels: torch.Tensor) -> torch.Tensor:
         """pixels (b, in_channels, H, W) in [0, 1] -> z_e (b, embed_dim, H/f, W/f), before quantisation."""
+        if not self.with_encoder:
+            raise RuntimeError("this VQGAN was loaded without its encoder (with_encoder=False): it can only decode")
         return self.encode_latent(pixels)
 
     def encode(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
