@@ -3,8 +3,8 @@
 of every generator by its image, best first.
 
 One executor, so the Flow holds one copy of CLIP (ViT-L/14@336: 0.8 GiB of fp16 weights, its activations and a CUDA
-context). It runs after the merge, so nothing downstream reorders a `/rank` answer: a merge of two branches keeps the
-order of the first branch, and here both branches passed the request through unchanged.
+context). It answers after the merge, so no merge can undo its order (Jina's merge reduces the branches' Documents
+and matches in arrival order, unsorted).
 """
 
 import numpy as np
