@@ -6,7 +6,7 @@ server's configured default `steps`), parsed once per mode present in the reques
 drawn per Document when absent and returned in tags.
 
 CLIP conditioning is used only when finetune.pt has a `clip_proj` (the pipeline reads that off the file): the prompt's
-CLIP embedding is the Document's `.embedding` (set on `/` by `clip_encoder`) or, when absent, computed here; the blank
+CLIP embedding is the Document's `.embedding` (one the client sent) or, when absent, computed here; the blank
 embedding is CLIP of the empty prompt, computed once at start-up. Without `clip_proj`, CLIP is not loaded at all.
 """
 
@@ -32,8 +32,8 @@ TINY_STEPS = 10  # default steps under the tiny preset: random weights gain noth
 
 
 def prompt_clip_embedding(doc, prompt: str, clip: ClipEmbedder | None, dim: int | None, what: str):
-    """The CLIP embedding that conditions a `clip_proj` checkpoint: the Document's own when it has one (clip_encoder
-    sets it on `/`), else CLIP of the prompt. None when the checkpoint takes no CLIP embedding."""
+    """The CLIP embedding that conditions a `clip_proj` checkpoint: the Document's own when it has one (a client's,
+    e.g. a `/` answer posted again), else CLIP of the prompt. None when the checkpoint takes no CLIP embedding."""
     if dim is None:
         return None
     if doc.embedding is not None:
