@@ -2,7 +2,8 @@
 
 Rows of a decoding batch are grouped by prompt: G prompts (e.g. the text and the empty unconditional text), each
 shared by n consecutive rows (the images). Cross-attention keys/values are computed once per prompt (G of them, not
-G*n) when the cache is built, and self-attention keys/values are written in place at each step.
+G*n) when the cache is built, only over the text positions up to the last one some prompt uses (the padding after
+it is masked for every prompt), and self-attention keys/values are written in place at each step.
 
 `step` has the same shapes at every position (the position is a device tensor, attention spans the whole cache with
 the later slots masked), so a sampling loop can capture it once and replay it for each token (see decode_loop.py).
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from dalle_flow.models.dallebart.attention import GLU, Attention, LayerNorm
+from dalle_flow.models.dallebart.attention import GLU, Attention, LayerNorm, key_bias
 from dalle_flow.models.dallebart.config import DalleBartConfig
 
 
@@ -24,7 +25,7 @@ class DecoderCache:
     self_v: list[torch.Tensor]
     cross_k: list[torch.Tensor]  # per layer (G, H, T, D), fixed for the whole sampling run
     cross_v: list[torch.Tensor]
-    cross_mask: torch.Tensor  # (G, T) bool, False = padded text position
+    cross_bias: torch.Tensor  # (G, 1, 1, T) additive key mask: -inf at padded text positions, else 0
 
     @property
     def rows(self) -> int:
@@ -32,7 +33,7 @@ class DecoderCache:
 
     @property
     def groups(self) -> int:
-        return self.cross_mask.shape[0]
+        return self.cross_bias.shape[0]
 
 
 class DecoderLayer(nn.Module):
@@ -82,7 +83,7 @@ class Decoder(nn.Module):
     def forward(self, ids: torch.Tensor, encoder_hidden: torch.Tensor, encoder_mask: torch.Tensor) -> torch.Tensor:
         """Teacher forcing: (B, S) decoder ids, (B, T, d) encoder output, (B, T) mask -> (B, S, d) hidden states."""
         h = self._embed(ids, self.embed_positions.weight[:ids.shape[1]])
-        key_mask = encoder_mask.to(torch.bool)
+        key_mask = encoder_mask.to(torch.bool)[:, None, None, :]
         for layer in self.layers:
             k, v = layer.cross_attn.project_kv(encoder_hidden)
             h = layer(h, k, v, key_mask)
@@ -90,10 +91,16 @@ class Decoder(nn.Module):
 
     def init_cache(self, encoder_hidden: torch.Tensor, encoder_mask: torch.Tensor, rows: int) -> DecoderCache:
         """Allocate the cache for `rows` decoding rows over G = encoder_hidden.shape[0] prompts (rows % G == 0).
-        Self-attention slots start at zero: masked slots get zero weight, and zero times a stale NaN would not be."""
+        Self-attention slots start at zero: masked slots get zero weight, and zero times a stale NaN would not be.
+        Text positions after the last one any prompt attends to are dropped: every prompt gives them zero weight, so
+        each step reads fewer cross-attention keys/values for the same result."""
         g = encoder_hidden.shape[0]
         if rows % g:
             raise ValueError(f"rows ({rows}) must be a multiple of the number of prompts ({g})")
+        key_mask = encoder_mask.to(torch.bool)
+        used = key_mask.any(dim=0).nonzero()
+        text_length = int(used.max()) + 1 if len(used) else key_mask.shape[1]  # read once per request, not per step
+        key_mask, encoder_hidden = key_mask[:, :text_length], encoder_hidden[:, :text_length]
         cfg = self.config
         heads = cfg.decoder_attention_heads
         shape = (rows, heads, cfg.image_length, cfg.d_model // heads)
@@ -103,7 +110,7 @@ class Decoder(nn.Module):
             self_k=[torch.zeros(shape, **like) for _ in self.layers],
             self_v=[torch.zeros(shape, **like) for _ in self.layers],
             cross_k=[k for k, _ in cross], cross_v=[v for _, v in cross],
-            cross_mask=encoder_mask.to(torch.bool),
+            cross_bias=key_bias(key_mask, encoder_hidden.dtype),
         )
 
     def step(self, ids: torch.Tensor, position: torch.Tensor, cache: DecoderCache,
@@ -123,5 +130,5 @@ class Decoder(nn.Module):
         h = self._embed(ids[:, None], self.embed_positions(position.view(1)))
         for i, layer in enumerate(self.layers):
             h = layer.step(h, cache.self_k[i][:rows, :, :slots], cache.self_v[i][:rows, :, :slots], position,
-                           visible, cache.cross_k[i], cache.cross_v[i], cache.cross_mask)
+                           visible, cache.cross_k[i], cache.cross_v[i], cache.cross_bias)
         return self._final(h)[:, 0]

@@ -39,7 +39,9 @@ class DalleBart(nn.Module):
         return self.decoder.init_cache(encoder_hidden, encoder_mask, rows)
 
     def step_logits(self, ids: torch.Tensor, position: torch.Tensor, cache: DecoderCache,
-                    length: int | None = None) -> torch.Tensor:
+                    length: int | None = None, vocab: int | None = None) -> torch.Tensor:
         """(R,) previous tokens at `position` (0-d long tensor on the device) -> (R, image_vocab_size + 1) logits.
-        length: see Decoder.step (None: static shapes for capture; position + 1: eager)."""
-        return self.lm_head(self.decoder.step(ids, position, cache, length))
+        length: see Decoder.step (None: static shapes for capture; position + 1: eager). vocab: the logits of ids
+        0..vocab - 1 only, for a sampler that masks the rest anyway (the other columns of the head are not read)."""
+        hidden = self.decoder.step(ids, position, cache, length)
+        return self.lm_head(hidden) if vocab is None else hidden @ self.lm_head.kernel[:, :vocab]
