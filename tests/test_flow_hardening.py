@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import jina
 import numpy as np
 import pytest
 from docarray import Document, DocumentArray
@@ -111,6 +112,24 @@ def test_errors_carry_no_traceback_paths_or_versions(tiny_flow):
     assert not info.jina and not info.envs  # Jina's answer: its versions and environment
 
 
+def test_openapi_names_the_server_not_jina_or_its_version(tiny_flow):
+    from dalle_flow.deploy.gateway import OPENAPI_INFO
+
+    for protocol in ("http", "websocket"):
+        text = subprocess.run(["curl", "-s", f"http://127.0.0.1:{getattr(tiny_flow, protocol)}/openapi.json"],
+                              capture_output=True, text=True, timeout=60).stdout
+        openapi = json.loads(text)
+        # Jina's: {"title": "My Jina Service", "version": "<jina's version>", ...}; FastAPI's on WebSocket: 0.1.0
+        assert openapi["info"] == {key: OPENAPI_INFO[key] for key in ("title", "description", "version")}
+        assert jina.__version__ not in text and "/status" not in openapi["paths"]
+        page = subprocess.run(["curl", "-s", f"http://127.0.0.1:{getattr(tiny_flow, protocol)}/docs"],
+                              capture_output=True, text=True, timeout=60).stdout
+        assert "DALL·E Flow - Swagger UI" in page and jina.__version__ not in page
+    healthy = json.loads(subprocess.run(["curl", "-s", f"{tiny_flow.url('http')}/dry_run"], capture_output=True,
+                                        text=True, timeout=60).stdout)
+    assert healthy["code"] == 0  # the health check answered by the gateway's own dry run
+
+
 def test_cors_reflects_no_origin_with_credentials(tiny_flow):
     headers = subprocess.run(["curl", "-s", "-D", "-", "-o", "/dev/null", "-X", "POST",
                               f"{tiny_flow.url('http')}/post", "-H", "Origin: https://evil.example",
@@ -185,21 +204,90 @@ def test_store_cannot_be_overwritten_or_flooded_through_tags(tiny_flow):
     assert len(Client(host=grpc).post("/history", parameters={"namespace": "harden-b"})) == 0
 
 
-def test_dead_executor_stops_the_flow_with_a_non_zero_status(tmp_path):
+# what a client must never read: a traceback, a path, an internal address, an executor's name, Jina's version
+LEAKS = re.compile(r"Traceback|File \"|/work/|site-packages|\d{1,3}(?:\.\d{1,3}){3}:\d+|upscaler|rep-0|"
+                   + re.escape(jina.__version__))
+
+
+def dead_executor_answers(flow) -> dict:
+    """What each protocol answers a request for /upscale, and each dry run, while the upscaler is dead."""
+    import grpc
+    from google.protobuf import empty_pb2
+    from jina.proto import jina_pb2_grpc
+    from jina.types.request.data import DataRequest
+    from websockets.sync.client import connect
+
+    answers = {}
+    request = DataRequest()
+    request.header.exec_endpoint = "/upscale"
+    request.data.docs = DocumentArray([Document(uri=png_data_uri(test_image(16)))])
+    with grpc.insecure_channel(f"127.0.0.1:{flow.grpc}") as channel:
+        with pytest.raises(grpc.RpcError) as caught:
+            list(jina_pb2_grpc.JinaRPCStub(channel).Call(iter([request.proto]), timeout=120))
+        answers["grpc"] = (caught.value.code(), caught.value.details(), str(caught.value.trailing_metadata()))
+        answers["grpc dry_run"] = jina_pb2_grpc.JinaGatewayDryRunRPCStub(channel).dry_run(empty_pb2.Empty(),
+                                                                                           timeout=120)
+    http = subprocess.run(["curl", "-s", "-w", "\n%{http_code}", "-X", "POST", f"{flow.url('http')}/post",
+                           "-H", "Content-Type: application/json",
+                           "-d", json.dumps({"data": [{"uri": png_data_uri(test_image(16))}],
+                                             "execEndpoint": "/upscale"})],
+                          capture_output=True, text=True, timeout=180).stdout
+    answers["http"] = tuple(http.rsplit("\n", 1)[::-1])  # (status code, body)
+    for protocol in ("http", "websocket"):
+        answers[f"{protocol} dry_run"] = subprocess.run(["curl", "-s", f"http://127.0.0.1:{getattr(flow, protocol)}/dry_run"],
+                                                        capture_output=True, text=True, timeout=180).stdout
+    with connect(f"ws://127.0.0.1:{flow.websocket}/", open_timeout=30, close_timeout=30) as websocket:
+        websocket.send(json.dumps({"data": [{"uri": png_data_uri(test_image(16))}], "execEndpoint": "/upscale"}))
+        with pytest.raises(Exception) as caught:
+            websocket.recv(timeout=180)
+        answers["websocket"] = (websocket.close_code, websocket.close_reason, repr(caught.value))
+    return answers
+
+
+def test_dead_executor_answers_a_generic_error_then_stops_the_flow(tmp_path):
+    from dalle_flow.deploy.gateway import UNAVAILABLE_MESSAGE
+
     flow = start_tiny_flow(tmp_path, enable_clipseg=False)
     try:
         log = flow.log_tail(200_000)
         pid = int(re.search(r"watching upscaler/rep-0 \(pid (\d+)\)", log).group(1))
         assert Document(text="before").post(flow.url("grpc")).embedding is not None
-        os.kill(pid, signal.SIGKILL)  # issue 10: every endpoint then failed while the Flow stayed up
+        # until the watchdog stops the Flow (seconds), clients reach a gateway whose executor is gone; pausing the
+        # supervising process (where the watchdog runs; the gateway and executors are processes of their own) holds
+        # that moment open for every protocol
+        os.kill(flow.process.pid, signal.SIGSTOP)
+        try:
+            os.kill(pid, signal.SIGKILL)  # issue 10: every endpoint then failed while the Flow stayed up
+            answers = dead_executor_answers(flow)
+        finally:
+            os.kill(flow.process.pid, signal.SIGCONT)
+        import grpc
+
+        # Jina's answers named the executor's address, its deployment and the channel state, and over HTTP gave a
+        # traceback of the gRPC call; the clear, generic message is all that is left
+        assert answers["grpc"][:2] == (grpc.StatusCode.UNAVAILABLE, UNAVAILABLE_MESSAGE), answers
+        status, body = answers["http"]
+        assert status == "503" and UNAVAILABLE_MESSAGE in body
+        header = json.loads(body)["header"]
+        assert header["status"]["description"] == UNAVAILABLE_MESSAGE and header["status"]["exception"]["stacks"] == []
+        assert answers["websocket"][:2] == (1011, UNAVAILABLE_MESSAGE), answers
+        dry_run = answers["grpc dry_run"]
+        assert dry_run.code == dry_run.ERROR and UNAVAILABLE_MESSAGE in dry_run.description
+        assert list(dry_run.exception.stacks) == []
+        for protocol in ("http", "websocket"):
+            answer = json.loads(answers[f"{protocol} dry_run"])
+            assert answer["code"] == 1 and UNAVAILABLE_MESSAGE in answer["description"], answer
+        leaks = {name: LEAKS.findall(str(answer)) for name, answer in answers.items()}
+        assert not any(leaks.values()), (leaks, answers)
+
         started = time.monotonic()
         code = flow.process.wait(timeout=120)
         took = time.monotonic() - started
         assert code == 3, flow.log_tail()
         assert "upscaler/rep-0 (pid %d) exited with code -9" % pid in flow.log_tail(200_000)
         assert took < 30, took  # a supervisor can act within seconds, not after a person notices
-        ping = subprocess.run([str(Path(sys.executable).with_name("jina")), "ping", "flow", flow.url("grpc"), "--timeout", "3000"],
-                              capture_output=True, text=True, timeout=60)
+        ping = subprocess.run([str(Path(sys.executable).with_name("jina")), "ping", "flow", flow.url("grpc"),
+                               "--timeout", "3000"], capture_output=True, text=True, timeout=60)
         assert ping.returncode != 0  # the health check reports unhealthy
     finally:
         flow.close()

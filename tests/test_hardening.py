@@ -234,6 +234,78 @@ def test_gateway_scrubs_tracebacks_and_internal_addresses():
     assert status.exception.args[0].startswith("failed to connect to all addresses")
 
 
+
+def test_gateway_answers_a_generic_message_for_a_dead_executor():
+    import grpc
+    from jina.excepts import InternalNetworkError
+
+    from dalle_flow.deploy.gateway import UNAVAILABLE_MESSAGE, generic_network_error
+
+    try:  # what Jina's gateway raises when an executor's process is gone (its details name the executor's address)
+        raise grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(),
+                                   "failed to connect to all addresses; last error: ipv4:127.0.0.1:51598", None)
+    except grpc.aio.AioRpcError as error:
+        dead = InternalNetworkError(error, request_id="r1", dest_addr={"127.0.0.1:51598"},
+                                    details=error.details() + " |Gateway: deployment upscaler")
+    generic = generic_network_error(dead)
+    assert (generic.code(), generic.request_id, generic.details()) == (grpc.StatusCode.UNAVAILABLE, "r1",
+                                                                        UNAVAILABLE_MESSAGE)
+    assert generic.og_exception.__traceback__ is None and "127.0.0.1" not in str(generic.dest_addr)
+    assert not list(generic.trailing_metadata())
+
+
+def asgi_get(app, path: str) -> tuple[int, bytes]:
+    sent = []
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": path, "raw_path": path.encode(), "query_string": b"",
+             "headers": [], "root_path": "", "scheme": "http", "server": ("127.0.0.1", 80), "client": ("x", 1)}
+    asyncio.run(app(scope, receive, send))
+    return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
+
+
+def test_gateway_app_shows_no_status_version_or_dry_run_traceback():
+    import json
+
+    from fastapi import FastAPI
+    from jina.proto import jina_pb2
+    from jina.types.request.status import StatusMessage
+
+    from dalle_flow.deploy.gateway import OPENAPI_INFO, HardenedRequestHandler
+
+    app = FastAPI(title="My Jina Service", version="3.34.0")  # as Jina builds it, with its debug routes
+
+    @app.get("/status")
+    async def status():
+        return {"jina": {"jina": "3.34.0"}}
+
+    @app.get("/dry_run")
+    async def jina_dry_run():
+        return {"stacks": ["Traceback ... site-packages/jina/serve/stream/__init__.py"]}
+
+    class Handler:  # the handler's gRPC dry run (scrubbed: tests/test_flow_hardening.py kills an executor for it)
+        async def dry_run(self, empty, context):
+            message = StatusMessage()
+            message.set_code(jina_pb2.StatusProto.ERROR)
+            message.proto.description = "the server is temporarily unavailable"
+            return message.proto
+
+    HardenedRequestHandler._narrowed(Handler(), app)
+    assert asgi_get(app, "/status")[0] == 404
+    code, body = asgi_get(app, "/openapi.json")
+    info = json.loads(body)["info"]
+    assert code == 200 and info == {key: OPENAPI_INFO[key] for key in ("title", "description", "version")}
+    assert b"/status" not in body and b"3.34.0" not in body
+    code, body = asgi_get(app, "/dry_run")
+    answer = json.loads(body)
+    assert code == 200 and answer == {"code": 1, "description": "the server is temporarily unavailable"}
+
+
 def test_gateway_cors_never_allows_credentials():
     from dalle_flow.deploy.gateway import GuardedApp
 
@@ -254,9 +326,6 @@ def test_gateway_cors_never_allows_credentials():
     scope = {"type": "http", "path": "/post", "headers": [(b"origin", b"https://evil.example")]}
     asyncio.run(GuardedApp(app)(scope, receive, send))
     assert dict(sent[0]["headers"]) == {b"access-control-allow-origin": b"*"}
-    sent.clear()
-    asyncio.run(GuardedApp(app)({**scope, "path": "/status"}, receive, send))
-    assert sent[0]["status"] == 404
     sent.clear()
     huge = {**scope, "headers": [(b"content-length", str(200 * 1024 * 1024).encode())]}
     asyncio.run(GuardedApp(app)(huge, receive, send))

@@ -10,7 +10,16 @@ no request size limit on HTTP, and with `cors` enabled answers any origin with c
 
 - responses: tracebacks are dropped and internal addresses replaced by `<executor>`; the error's type and message
   (which name the field and the limit) stay;
-- `/status` and gRPC `_status` say nothing about versions or the environment;
+- an executor that cannot be reached (it died, and the watchdog has not stopped the Flow yet) or did not answer in
+  time: Jina answers with the gRPC error's details, which name the executor's address, its deployment and the
+  channel's state (and, over HTTP, a traceback of the gRPC call). Every protocol answers a fixed message instead
+  (`NETWORK_ERROR_MESSAGES`, by gRPC status code; HTTP keeps its 503/504, WebSocket its close code 1011); the details
+  go to the gateway's log;
+- the dry run (gRPC `dry_run`, HTTP and WebSocket `GET /dry_run`: the health checks) answers its status without the
+  traceback Jina formats into it;
+- `/status` and gRPC `_status` say nothing about versions or the environment (the HTTP and WebSocket routes are
+  removed: 404); the OpenAPI description (`/openapi.json`, `/docs`, `/redoc`) names this server (`OPENAPI_INFO`), not
+  Jina and its version;
 - HTTP bodies and WebSocket messages above the request limit (`DALLE_FLOW_MAX_REQUEST_MIB`) are refused (HTTP 413
   before the body is read when it declares its length; WebSocket close code 1009); gRPC has the same limit as
   `grpc.max_receive_message_length` (see flow_config);
@@ -38,6 +47,9 @@ from __future__ import annotations
 
 import re
 
+import grpc
+from google.protobuf.json_format import MessageToDict
+from jina.excepts import InternalNetworkError
 from jina.parsers.helper import _get_gateway_class
 from jina.proto import jina_pb2
 from jina.serve.runtimes.gateway.composite import CompositeGateway
@@ -56,16 +68,62 @@ def scrub_text(text: str) -> str:
     return INTERNAL_ADDRESS.sub(HIDDEN_ADDRESS, text)
 
 
-def scrub_response(response):
-    """Drop the traceback and internal addresses from a response's error status (in place); others pass as they are."""
-    status = response.header.status
+def scrub_status(status) -> None:
+    """Drop the traceback and internal addresses from an error status (in place); others stay as they are."""
     if status.code == jina_pb2.StatusProto.ERROR:
         del status.exception.stacks[:]
         status.description = scrub_text(status.description)
         args = [scrub_text(arg) for arg in status.exception.args]
         del status.exception.args[:]
         status.exception.args.extend(args)
+
+
+def scrub_response(response):
+    scrub_status(response.header.status)
     return response
+
+
+# what a client reads when the gateway cannot get an answer from an executor, by the gRPC code of the failure
+NETWORK_ERROR_MESSAGES = {
+    grpc.StatusCode.DEADLINE_EXCEEDED: "the server did not answer in time: an internal service is overloaded or "
+                                       "stuck; retry later",
+}
+UNAVAILABLE_MESSAGE = "the server is temporarily unavailable: an internal service stopped; retry later"
+
+
+def generic_network_error(error: InternalNetworkError) -> InternalNetworkError:
+    """The same failure (gRPC code, request id) with a fixed message: no address, executor, channel state or
+    traceback (the replacement was never raised, so it has none)."""
+    message = NETWORK_ERROR_MESSAGES.get(error.code(), UNAVAILABLE_MESSAGE)
+    bare = grpc.aio.AioRpcError(error.code(), grpc.aio.Metadata(), grpc.aio.Metadata(), message, None)
+    return InternalNetworkError(bare, request_id=error.request_id, dest_addr={HIDDEN_ADDRESS}, details=message)
+
+
+def _with_generic_network_errors(generate, logger):
+    """An async generator of the request streamer whose network errors reach the protocols' servers (which put the
+    error's details into the answer) only as `generic_network_error`; the details go to the gateway's log."""
+
+    async def generate_with_generic_errors(*args, **kwargs):
+        try:
+            async for response in generate(*args, **kwargs):
+                yield response
+        except InternalNetworkError as error:
+            generic = generic_network_error(error)
+            logger.error(f"an executor failed to answer ({error.code()}): {error.details()}; "
+                         f"the client is told: {generic.details()}")
+            raise generic from None
+
+    return generate_with_generic_errors
+
+
+# what the HTTP and WebSocket gateways' OpenAPI description (/openapi.json, /docs, /redoc) says about the server:
+# Jina's names Jina and its version; `version` is the version of this HTTP interface (OpenAPI requires one)
+OPENAPI_INFO = {
+    "title": "DALL·E Flow",
+    "description": "Text-to-image server: post Documents to /post with an execEndpoint (/, /diffuse, /upscale, "
+                   "/segment, /history, /encode, /rank); see the project's README for the parameters.",
+    "version": "1",
+}
 
 
 class HardenedRequestHandler(GatewayRequestHandler):
@@ -83,15 +141,43 @@ class HardenedRequestHandler(GatewayRequestHandler):
             return scrub_response(await process_single_data(*a, **kw))
 
         inner.stream, inner.process_single_data = scrubbed_stream, scrubbed_single
+        # ...and every protocol's request, stream and dry run runs one of these two generators
+        for name in ("_stream_requests", "_stream_doc_request"):
+            setattr(inner, name, _with_generic_network_errors(getattr(inner, name), self.logger))
 
     async def _status(self, empty, context) -> jina_pb2.JinaInfoProto:
         return jina_pb2.JinaInfoProto()  # no versions, no environment
 
+    async def dry_run(self, empty, context) -> jina_pb2.StatusProto:
+        status = await super().dry_run(empty, context)
+        scrub_status(status)
+        return status
+
     def _http_fastapi_default_app(self, *args, **kwargs):
-        return GuardedApp(super()._http_fastapi_default_app(*args, **kwargs))
+        return GuardedApp(self._narrowed(super()._http_fastapi_default_app(*args, **kwargs)))
 
     def _websocket_fastapi_default_app(self, *args, **kwargs):
-        return GuardedApp(super()._websocket_fastapi_default_app(*args, **kwargs))
+        return GuardedApp(self._narrowed(super()._websocket_fastapi_default_app(*args, **kwargs)))
+
+    def _narrowed(self, app):
+        """Jina's FastAPI app without `/status`, with this server's OpenAPI description, and `GET /dry_run` answered
+        by `dry_run` (Jina's formats the exception's traceback into its answer)."""
+        app.router.routes[:] = [route for route in app.router.routes
+                                if not (getattr(route, "path", None) in ("/status", "/dry_run")
+                                        and "GET" in (getattr(route, "methods", None) or ()))]
+        for name, value in OPENAPI_INFO.items():
+            setattr(app, name, value)
+
+        @app.get("/dry_run", summary="Health: an empty request through every executor")
+        async def scrubbed_dry_run():
+            status = await self.dry_run(None, None)
+            # with `code` even on success (0, a default protobuf omits): Jina's HTTP client reads it
+            return {"code": status.code,
+                    **MessageToDict(status, preserving_proto_field_name=True, use_integers_for_enums=True)}
+
+        return app
+
+
 
 
 class RequestTooLarge(Exception):
@@ -99,7 +185,7 @@ class RequestTooLarge(Exception):
 
 
 class GuardedApp:
-    """ASGI wrapper around Jina's FastAPI apps: request size, `/status`, CORS without credentials."""
+    """ASGI wrapper around Jina's FastAPI apps: request size, CORS without credentials."""
 
     def __init__(self, app):
         self.app = app
@@ -118,8 +204,6 @@ class GuardedApp:
         return await self.app(scope, receive, send)
 
     async def _http(self, scope, receive, send):
-        if scope["path"].rstrip("/") == "/status":
-            return await _plain(send, 404, b"not found")
         declared = dict(scope.get("headers", [])).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             return await _plain(send, 413, self.limit_text)
