@@ -141,9 +141,8 @@ class HardenedRequestHandler(GatewayRequestHandler):
             return scrub_response(await process_single_data(*a, **kw))
 
         inner.stream, inner.process_single_data = scrubbed_stream, scrubbed_single
-        # ...and every protocol's request, stream and dry run runs one of these two generators
-        for name in ("_stream_requests", "_stream_doc_request"):
-            setattr(inner, name, _with_generic_network_errors(getattr(inner, name), self.logger))
+        # ...whose `stream` runs every protocol's requests and dry runs through this generator
+        inner._stream_requests = _with_generic_network_errors(inner._stream_requests, self.logger)
 
     async def _status(self, empty, context) -> jina_pb2.JinaInfoProto:
         return jina_pb2.JinaInfoProto()  # no versions, no environment
