@@ -235,23 +235,47 @@ def test_gateway_scrubs_tracebacks_and_internal_addresses():
 
 
 
-def test_gateway_answers_a_generic_message_for_a_dead_executor():
+def test_gateway_answers_a_generic_message_when_an_executor_is_gone():
+    """The gateway's request handler in-process, its one executor's port closed (what a killed executor leaves):
+    Jina's answer named the executor, its address and the channel state (`failed to connect to all addresses; last
+    error: ... ipv4:127.0.0.1:PORT ... |Gateway: Communication error with deployment upscaler at address(es) ...`)."""
+    import json
+
     import grpc
+    from docarray import Document, DocumentArray
     from jina.excepts import InternalNetworkError
+    from jina.logging.logger import JinaLogger
+    from jina.parsers import set_gateway_parser
+    from jina.proto import jina_pb2
+    from jina.types.request.data import DataRequest
 
-    from dalle_flow.deploy.gateway import UNAVAILABLE_MESSAGE, generic_network_error
+    from dalle_flow.deploy.gateway import UNAVAILABLE_MESSAGE, HardenedRequestHandler
+    from tests.conftest import free_ports
 
-    try:  # what Jina's gateway raises when an executor's process is gone (its details name the executor's address)
-        raise grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(),
-                                   "failed to connect to all addresses; last error: ipv4:127.0.0.1:51598", None)
-    except grpc.aio.AioRpcError as error:
-        dead = InternalNetworkError(error, request_id="r1", dest_addr={"127.0.0.1:51598"},
-                                    details=error.details() + " |Gateway: deployment upscaler")
-    generic = generic_network_error(dead)
-    assert (generic.code(), generic.request_id, generic.details()) == (grpc.StatusCode.UNAVAILABLE, "r1",
-                                                                        UNAVAILABLE_MESSAGE)
-    assert generic.og_exception.__traceback__ is None and "127.0.0.1" not in str(generic.dest_addr)
-    assert not list(generic.trailing_metadata())
+    args = set_gateway_parser().parse_args([
+        "--graph-description", json.dumps({"start-gateway": ["upscaler"], "upscaler": ["end-gateway"]}),
+        "--deployments-addresses", json.dumps({"upscaler": [f"127.0.0.1:{free_ports(1)[0]}"]}), "--retries", "1"])
+    args.runtime_name = "gateway"
+    request = DataRequest()
+    request.header.exec_endpoint = "/upscale"
+    request.data.docs = DocumentArray([Document(text="x")])
+
+    async def ask():
+        handler = HardenedRequestHandler(args=args, logger=JinaLogger("test-gateway"))
+        try:
+            dry_run = await handler.dry_run(None, None)
+            with pytest.raises(InternalNetworkError) as caught:  # what the HTTP and WebSocket servers answer from
+                async for _ in handler.streamer.rpc_stream(request_iterator=iter([request])):
+                    pass
+            return dry_run, caught.value
+        finally:
+            await handler.close()
+
+    dry_run, error = asyncio.run(ask())
+    assert (error.code(), error.details()) == (grpc.StatusCode.UNAVAILABLE, UNAVAILABLE_MESSAGE)
+    assert error.og_exception.__traceback__ is None and not list(error.trailing_metadata())  # HTTP's stacks, gRPC's
+    assert (dry_run.code, dry_run.description) == (jina_pb2.StatusProto.ERROR, UNAVAILABLE_MESSAGE)
+    assert not dry_run.exception.stacks and not dry_run.exception.args
 
 
 def asgi_get(app, path: str) -> tuple[int, bytes]:
