@@ -223,7 +223,7 @@ def dead_executor_answers(flow) -> dict:
     request.data.docs = DocumentArray([Document(uri=png_data_uri(test_image(16)))])
     with grpc.insecure_channel(f"127.0.0.1:{flow.grpc}") as channel:
         with pytest.raises(grpc.RpcError) as caught:
-            list(jina_pb2_grpc.JinaRPCStub(channel).Call(iter([request.proto]), timeout=120))
+            list(jina_pb2_grpc.JinaRPCStub(channel).Call(iter([request]), timeout=120))
         answers["grpc"] = (caught.value.code(), caught.value.details(), str(caught.value.trailing_metadata()))
         answers["grpc dry_run"] = jina_pb2_grpc.JinaGatewayDryRunRPCStub(channel).dry_run(empty_pb2.Empty(),
                                                                                            timeout=120)
