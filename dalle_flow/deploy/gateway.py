@@ -177,8 +177,6 @@ class HardenedRequestHandler(GatewayRequestHandler):
         return app
 
 
-
-
 class RequestTooLarge(Exception):
     pass
 
