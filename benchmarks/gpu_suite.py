@@ -40,7 +40,7 @@ import torch  # noqa: E402
 MANIFESTS = ROOT / "tests" / "fixtures" / "parity"
 PROMPT = "an oil painting of a humanoid robot playing chess in the style of Matisse"
 DALLE_COUNTS = (9, 16)  # one batch each at the dalle executor's default batch_size (16)
-GLID3_COUNTS = (1, 8)
+GLID3_COUNTS, TINY_GLID3_COUNTS = (1, 8), (1, 2)  # tiny: the same code paths with fewer images
 GLID3_STEPS, TINY_GLID3_STEPS = 100, 8  # tiny: skip_rate 0.5 leaves the 4 steps PLMS needs
 SKIP_RATE = 0.5
 RANK_CANDIDATES = 16
@@ -308,6 +308,7 @@ def dalle_section(tiny: bool, dev: Device, report: dict):
 
 def glid3_section(tiny: bool, dev: Device, report: dict):
     steps = TINY_GLID3_STEPS if tiny else GLID3_STEPS
+    counts = TINY_GLID3_COUNTS if tiny else GLID3_COUNTS
     image = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
     latents: dict[str, torch.Tensor] = {}
     for name in ("fp16", "fp32"):
@@ -325,14 +326,14 @@ def glid3_section(tiny: bool, dev: Device, report: dict):
         common = dict(prompt=PROMPT, seed=0, steps=steps)
         pipe.generate(num_images=1, **common)  # the precision probe's latent (seed 0, one image)
         latents[name] = captured[0]
-        for n in GLID3_COUNTS:
+        for n in counts:
             seconds, out = dev.time(lambda: pipe.generate(num_images=n, batch_size=n, **common))
             assert out.shape == (n, 256, 256, 3)
             report["rows"].append(dict(model="GLID-3 XL", setting=f"{n} image{'s' * (n > 1)}, {steps} PLMS steps",
                                        dtype=name,
                                        seconds=seconds, throughput=n / seconds, unit="images/s",
                                        peak_mib=dev.peak_mib()))
-        n = GLID3_COUNTS[-1]
+        n = counts[-1]
         seconds, _ = dev.time(lambda: pipe.refine(image, num_images=n, batch_size=n, skip_rate=SKIP_RATE, **common))
         report["rows"].append(dict(model="GLID-3 XL", setting=f"/diffuse {n} images, skip_rate {SKIP_RATE}",
                                    dtype=name, seconds=seconds, throughput=n / seconds, unit="images/s",
@@ -454,7 +455,8 @@ def together_section(tiny: bool, dev: Device, report: dict):
     loaded = dev.allocated_mib()
     with torch.inference_mode():
         sample_served(dalle, text, uncond, 9, 0, vqgan.config.n_embed)
-        glid3.refine(image, PROMPT, num_images=8, seed=0, steps=steps, batch_size=8)
+        n = (TINY_GLID3_COUNTS if tiny else GLID3_COUNTS)[-1]
+        glid3.refine(image, PROMPT, num_images=n, seed=0, steps=steps, batch_size=n)
         rank_scores(clip.encode_text([PROMPT])[0], clip.encode_images([image] * RANK_CANDIDATES), clip.logit_scale)
         upscale(swinir, image)
         segment(clipseg, processor, image, "the robot")
