@@ -13,7 +13,6 @@ from dalle_flow.models.clip import tiny_clip
 from dalle_flow.pipelines.glid3 import GENERATE_PARAMS, REFINE_PARAMS, Glid3Pipeline
 from tests.conftest import load_script, png_data_uri, test_image
 
-torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,6 @@ from dalle_flow.serving.limits import LIMITS, Limits
 from dalle_flow.models.dallebart.text import TextNormalizer
 from tests.conftest import FIXTURES_ROOT, REPO_ROOT, png_data_uri, test_image
 
-torch.set_num_threads(1)
 HOSTILE_PROMPT = "<person>" + " " * 128000 + "x"  # 57 s in the reference normaliser (quadratic backtracking)
 GENEROUS_S = 10  # what takes milliseconds here must not take seconds; not a benchmark
 

@@ -13,7 +13,6 @@ from dalle_flow.models.clipseg import tiny_clipseg
 from dalle_flow.models.swinir import save_swinir, tiny_swinir
 from tests.conftest import decode_data_uri, load_script, png_data_uri, test_image
 
-torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")

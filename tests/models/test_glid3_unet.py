@@ -24,7 +24,6 @@ from tests.conftest import FIXTURES_ROOT
 
 GLID3_FIXTURE = FIXTURES_ROOT / "glid3"
 
-torch.set_num_threads(1)
 
 
 # -- parity -----------------------------------------------------------------------------------------------------------

@@ -24,7 +24,6 @@ from dalle_flow.parity import read_spec
 from dalle_flow.parity import run_fixture as run_any_fixture
 from tests.conftest import FIXTURES_ROOT
 
-torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = FIXTURES_ROOT / "ldm"
