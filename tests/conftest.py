@@ -17,15 +17,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-# One intra-op thread per process, for this process and every process it starts (Flow executors, gateways, scripts):
-# the suite runs up to ten processes at once on a 2-core machine, and oversubscribed thread pools made tiny models
-# several times slower (a tiny UNet step: 0.35 s with one thread, 2-6 s with two under load). Set before torch loads.
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-import torch  # noqa: E402  (after the line above)
-
-# ...except this process: its in-process model tests run alone, so they may use every core
-torch.set_num_threads(os.cpu_count() or 1)
-
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # the repository carries its own copy of the parity fixtures, so a fresh clone tests its loaders with nothing beside it
 FIXTURES_ROOT = Path(os.environ.get("DALLE_FLOW_FIXTURES", REPO_ROOT / "tests" / "fixtures" / "parity"))
