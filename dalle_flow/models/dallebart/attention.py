@@ -34,8 +34,9 @@ class Dense(nn.Module):
         self.kernel = nn.Parameter(torch.empty(d_in, d_out))
         nn.init.normal_(self.kernel, std=d_in ** -0.5)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x @ self.kernel
+    def forward(self, x: torch.Tensor, outputs: int | None = None) -> torch.Tensor:
+        """x @ kernel; with `outputs`, only the first `outputs` columns (the others are not read)."""
+        return x @ (self.kernel if outputs is None else self.kernel[:, :outputs])
 
 
 class Attention(nn.Module):

@@ -43,5 +43,4 @@ class DalleBart(nn.Module):
         """(R,) previous tokens at `position` (0-d long tensor on the device) -> (R, image_vocab_size + 1) logits.
         length: see Decoder.step (None: static shapes for capture; position + 1: eager). vocab: the logits of ids
         0..vocab - 1 only, for a sampler that masks the rest anyway (the other columns of the head are not read)."""
-        hidden = self.decoder.step(ids, position, cache, length)
-        return self.lm_head(hidden) if vocab is None else hidden @ self.lm_head.kernel[:, :vocab]
+        return self.lm_head(self.decoder.step(ids, position, cache, length), outputs=vocab)
