@@ -291,3 +291,47 @@ def test_dead_executor_answers_a_generic_error_then_stops_the_flow(tmp_path):
         assert ping.returncode != 0  # the health check reports unhealthy
     finally:
         flow.close()
+
+
+# a client of the original's kind posting GLID-3 work that runs Document by Document; it says when it posts
+DEPARTING_CLIENT = """
+import sys
+from docarray import Document, DocumentArray
+from jina import Client
+protocol, url, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
+print("posting", flush=True)
+Client(host=url).post("/", DocumentArray([Document(text=f"a cat {i}") for i in range(16)]),
+                      parameters={"steps": steps, "num_images": 1}, target_executor="diffusion")
+"""
+DEPARTED_STEPS = 56  # per Document: about a second on the tiny Flow, so 16 of them hold diffusion for many seconds
+
+
+def timed_diffusion(flow, steps: int) -> float:
+    started = time.monotonic()
+    answer = Client(host=flow.url("grpc")).post("/", Document(text="the next user"), target_executor="diffusion",
+                                                parameters={"steps": steps, "num_images": 1})
+    assert len(answer[0].matches) == 1
+    return time.monotonic() - started
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http", "websocket"])
+def test_work_of_a_client_that_disconnects_is_cancelled(tiny_flow, protocol):
+    """Issue 10: a client that posted work and disconnected kept the executor busy; the next user waited for all of it.
+    The client process is killed mid-request; the next request waits for at most the Document under way."""
+    one_document_s = timed_diffusion(tiny_flow, DEPARTED_STEPS)
+    log_before = len(Path(tiny_flow.log_path).read_text(errors="replace"))
+    client = subprocess.Popen([sys.executable, "-c", DEPARTING_CLIENT, protocol, tiny_flow.url(protocol),
+                               str(DEPARTED_STEPS)], stdout=subprocess.PIPE, text=True, cwd=tiny_flow.workspace)
+    try:
+        assert client.stdout.readline().strip() == "posting"
+        time.sleep(2 + one_document_s)  # the request reaches diffusion, which starts on the first Documents
+    finally:
+        client.kill()
+        client.wait()
+    next_user_s = timed_diffusion(tiny_flow, DEPARTED_STEPS)
+    # uncancelled, the 16 Documents (less the one or two done) would run first: well over 10 Documents' time
+    assert next_user_s < 8 * one_document_s, (next_user_s, one_document_s)
+    log = Path(tiny_flow.log_path).read_text(errors="replace")[log_before:]
+    log = " ".join(re.sub(r"\[\d\d/\d\d/\d\d [\d:]+\]", "", log).split())  # Jina's log wraps lines, with times
+    assert re.search(r"a client left with 1 request\(s\) unanswered: cancelled at (\d+) of \1 executor", log), log
+    assert "RequestCancelled" in log and "its client disconnected" in log

@@ -355,6 +355,181 @@ def test_gateway_cors_never_allows_credentials():
     assert sent[0]["status"] == 413 and b"DALLE_FLOW_MAX_REQUEST_MIB" in sent[1]["body"]
 
 
+# -- a departed client's work is cancelled ---------------------------------------------------------------------------------
+
+def test_cancelled_requests_keep_the_newest_keys():
+    from dalle_flow.serving.cancellation import CancelledRequests
+
+    cancelled = CancelledRequests(capacity=3)
+    assert cancelled.add(["a", "b", "c", "d"]) == 4 and cancelled.add("e") == 1
+    assert [key in cancelled for key in "abcde"] == [False, False, True, True, True]
+    assert cancelled.add(None) == cancelled.add(7) == cancelled.add(["", 3]) == 0  # only keys are remembered
+
+
+def test_deadline_stops_a_cancelled_request():
+    from dalle_flow.serving.cancellation import CANCELLED, REQUEST_KEY
+
+    limits = Limits.from_env({})
+    watched, unwatched = limits.deadline({REQUEST_KEY: "key-of-a-departed-client"}), limits.deadline({})
+    watched.check(0, 4)
+    CANCELLED.add("key-of-a-departed-client")
+    with pytest.raises(limits_module.RequestCancelled, match="request: cancelled after 1 of 4 images: its client "
+                                                             "disconnected"):
+        watched.check(1, 4)
+    unwatched.check(1, 4)  # a request the gateway did not key (an executor called directly) is never cancelled
+
+
+def test_every_executor_hears_cancellations_while_it_works():
+    from tests.conftest import load_script
+    from dalle_flow.serving.cancellation import CANCEL_ENDPOINT
+    from dalle_flow.serving.executor import FlowExecutor
+
+    classes = []
+    for path in sorted((REPO_ROOT / "executors").glob("*/*.py")):
+        module = load_script(str(path.relative_to(REPO_ROOT)))
+        classes += [value for value in vars(module).values()
+                    if getattr(value, "requests", None) and getattr(value, "__module__", None) == module.__name__]
+    assert len(classes) == 7  # dalle, diffusion, rerank (local and CLIP-as-service), upscaler, store, clipseg
+    assert all(issubclass(cls, FlowExecutor) for cls in classes)
+    for cls in classes:  # nobody rebinds it; asynchronous, so it runs while a synchronous endpoint holds the lock
+        bound = [cls.requests_by_class.get(base.__name__, {}) for base in cls.__mro__]  # Jina's, by class name
+        endpoint = [endpoints[CANCEL_ENDPOINT] for endpoints in bound if CANCEL_ENDPOINT in endpoints]
+        assert {e.fn.__qualname__ for e in endpoint} == {"FlowExecutor.cancel_requests"}, cls
+        assert asyncio.iscoroutinefunction(endpoint[0].fn)
+
+
+def test_dalle_stops_a_request_cancelled_while_it_waited(dalle):
+    from dalle_flow.serving.cancellation import REQUEST_KEY
+
+    asyncio.run(dalle.cancel_requests(docs=DocumentArray(), parameters={REQUEST_KEY: ["waited-in-the-queue"]}))
+    with pytest.raises(limits_module.RequestCancelled, match="cancelled after 0 of 8 images"):
+        dalle.generate(DocumentArray([Document(text="a cat")]), {"num_images": 8, REQUEST_KEY: "waited-in-the-queue"})
+
+
+class FakeResponse:
+    def __init__(self, request_id):
+        self.header = type("Header", (), {"request_id": request_id})()
+
+
+class FakeRequest:
+    def __init__(self, request_id, parameters=None):
+        self.header = type("Header", (), {"request_id": request_id})()
+        self.parameters = parameters
+
+
+def keyed_stream_run(leave):
+    """Stream two requests through `_with_request_keys` over a streamer that answers the first and never the second;
+    `leave(task, departure)` makes the client go. Returns (requests, keys cancelled)."""
+    from dalle_flow.deploy.gateway import CLIENT_DEPARTURE, Departure, _with_request_keys
+    from dalle_flow.serving.cancellation import REQUEST_KEY
+
+    requests = [FakeRequest("r1"), FakeRequest("r2", {REQUEST_KEY: "chosen-by-the-client", "seed": 3})]
+    cancelled = []
+
+    async def streamer(request_iterator, **kwargs):
+        async for request in request_iterator:
+            if request.header.request_id == "r1":
+                yield FakeResponse("r1")
+        await asyncio.Event().wait()  # the second answer never comes
+
+    async def client_requests():
+        for request in requests:
+            yield request
+
+    async def run():
+        departure = Departure()
+        CLIENT_DEPARTURE.set(departure)
+        answered = []
+
+        async def consume():
+            async for response in _with_request_keys(streamer, cancelled.extend)(client_requests()):
+                answered.append(response.header.request_id)
+
+        task = asyncio.ensure_future(consume())
+        while not answered:
+            await asyncio.sleep(0.01)
+        await leave(task, departure)
+        task.cancel()
+
+    asyncio.run(run())
+    return requests, cancelled
+
+
+@pytest.mark.parametrize("how", ["call cancelled (gRPC)", "connection closed (HTTP, WebSocket)"])
+def test_gateway_keys_every_request_and_cancels_what_a_departed_client_left(how):
+    from dalle_flow.serving.cancellation import REQUEST_KEY
+
+    async def cancel_call(task, departure):
+        task.cancel()
+        await asyncio.sleep(0.01)
+
+    async def close_connection(task, departure):
+        departure.leave()
+
+    requests, cancelled = keyed_stream_run(cancel_call if how.startswith("call") else close_connection)
+    keys = [request.parameters[REQUEST_KEY] for request in requests]
+    assert len(set(keys)) == 2 and all(len(key) == 32 for key in keys)
+    assert "chosen-by-the-client" not in keys and requests[1].parameters["seed"] == 3
+    assert cancelled == [keys[1]]  # the unanswered one only, once
+
+
+def test_gateway_sees_an_http_client_leave_before_its_answer():
+    from dalle_flow.deploy.gateway import CLIENT_DEPARTURE, GuardedApp
+
+    def run(client_leaves: bool) -> list:
+        events, left = [], []
+
+        async def app(scope, receive, send):  # Jina's /post: read the body, wait for the executors, answer
+            assert (await receive())["type"] == "http.request"
+            CLIENT_DEPARTURE.get().on_leave(lambda: left.append("left"))
+            await asyncio.sleep(0.2)
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"{}"})
+
+        async def receive():
+            if not events:
+                events.append("body")
+                return {"type": "http.request", "body": b"{}", "more_body": False}
+            await asyncio.sleep(0.05 if client_leaves else 0.5)  # uvicorn: the disconnect, or the response's end
+            return {"type": "http.disconnect"}
+
+        async def send(message):
+            pass
+
+        asyncio.run(GuardedApp(app)({"type": "http", "path": "/post", "headers": []}, receive, send))
+        return left
+
+    assert run(client_leaves=True) == ["left"]
+    assert run(client_leaves=False) == []
+
+
+def test_gateway_sees_a_websocket_client_leave_while_it_waits_for_answers():
+    from dalle_flow.deploy.gateway import CLIENT_DEPARTURE, GuardedApp
+
+    left = []
+    incoming = [{"type": "websocket.connect"}, {"type": "websocket.receive", "bytes": b"request"},
+                {"type": "websocket.receive", "bytes": bytes(True)}]  # Jina's client: requests, end marker, silence
+
+    async def app(scope, receive, send):
+        for _ in incoming:
+            await receive()
+        CLIENT_DEPARTURE.get().on_leave(lambda: left.append("left"))
+        await asyncio.sleep(0.3)  # waiting for the executors: Jina reads nothing more now
+
+    async def receive():
+        if incoming_copy:
+            return incoming_copy.pop(0)
+        await asyncio.sleep(0.05)
+        return {"type": "websocket.disconnect", "code": 1006}
+
+    async def send(message):
+        pass
+
+    incoming_copy = list(incoming)
+    asyncio.run(GuardedApp(app)({"type": "websocket", "path": "/", "headers": []}, receive, send))
+    assert left == ["left"]
+
+
 # -- deployment: loopback executors, NetworkPolicy, the watchdog ----------------------------------------------------------
 
 def test_executors_bind_to_loopback_and_gateway_is_hardened():

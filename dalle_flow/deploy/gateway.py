@@ -26,6 +26,13 @@ no request size limit on HTTP, and with `cors` enabled answers any origin with c
 - CORS: any origin may call, but never with credentials (`Access-Control-Allow-Origin: *`, no
   `Access-Control-Allow-Credentials`), so a page cannot act with a visitor's cookies.
 
+Cancelled when the client leaves: every request gets a fresh key in its parameters (`REQUEST_KEY`, replacing any a
+client sent; the key is removed from the answer). When a client disconnects before all its answers came (gRPC: the
+call is cancelled; HTTP: the connection closes before the response is sent; WebSocket: the socket closes), the keys
+still unanswered are posted to `CANCEL_ENDPOINT` on every replica of every executor the gateway knows, and each
+executor stops that work at its next check between batches (serving/cancellation.py). HTTP and WebSocket departures
+are seen by `GuardedApp`, which reads the connection while the answer is being made; gRPC's by the request streamer.
+
 Repaired: each repair is one named function of a finished response, applied on every protocol (they all answer
 through the same request streamer):
 
@@ -45,7 +52,10 @@ one named installer in `HTTP_APP_ADDITIONS`: `install_web_ui` serves the browser
 """
 from __future__ import annotations
 
+import asyncio
 import re
+import uuid
+from contextvars import ContextVar
 
 import grpc
 from google.protobuf.json_format import MessageToDict
@@ -56,7 +66,9 @@ from jina.serve.runtimes.gateway.composite import CompositeGateway
 from jina.serve.runtimes.gateway.http import HTTPGateway
 from jina.serve.runtimes.gateway.request_handling import GatewayRequestHandler
 from jina.serve.runtimes.servers.composite import CompositeBaseServer
+from jina.types.request.data import DataRequest
 
+from dalle_flow.serving.cancellation import CANCEL_ENDPOINT, REQUEST_KEY
 from dalle_flow.serving.limits import request_limits
 
 
@@ -126,12 +138,93 @@ OPENAPI_INFO = {
 }
 
 
+class Departure:
+    """One client connection's leaving: what to do when the client disconnects before it has all its answers."""
+
+    def __init__(self):
+        self.left = False
+        self._callbacks = []
+
+    def on_leave(self, callback) -> None:
+        if self.left:
+            callback()
+        else:
+            self._callbacks.append(callback)
+
+    def forget(self, callback) -> None:
+        if callback in self._callbacks:
+            self._callbacks.remove(callback)
+
+    def leave(self) -> None:
+        if not self.left:
+            self.left = True
+            for callback in self._callbacks:
+                callback()
+
+
+# the Departure of the HTTP or WebSocket connection whose request is being streamed (set by GuardedApp); gRPC calls
+# have none: a departed gRPC client cancels the call, which ends the stream
+CLIENT_DEPARTURE: ContextVar[Departure | None] = ContextVar("client_departure", default=None)
+CANCEL_SEND_TIMEOUT_S = 5  # how long the gateway tries to reach one executor replica with a cancellation
+
+
+def _each(iterator, function):
+    """`function` applied to each item of a sync or async iterator, keeping its kind (Jina's streamer takes both)."""
+    if hasattr(iterator, "__aiter__"):
+        async def mapped():
+            async for item in iterator:
+                yield function(item)
+
+        return mapped()
+    return map(function, iterator)
+
+
+def _with_request_keys(stream, cancel):
+    """The streamer's `stream`, giving each request a fresh key (`REQUEST_KEY`) and calling `cancel(keys)` with the
+    keys still unanswered when the client departs or the stream ends early."""
+
+    async def keyed_stream(request_iterator, *args, **kwargs):
+        unanswered: dict[str, list[str]] = {}  # request id -> keys (a client may reuse a request id)
+
+        def stamp(request):
+            key = uuid.uuid4().hex
+            request.parameters = {**(request.parameters or {}), REQUEST_KEY: key}
+            unanswered.setdefault(request.header.request_id, []).append(key)
+            return request
+
+        def cancel_unanswered():
+            keys = [key for keys in unanswered.values() for key in keys]
+            unanswered.clear()
+            if keys:
+                cancel(keys)
+
+        departure = CLIENT_DEPARTURE.get()
+        if departure is not None:
+            departure.on_leave(cancel_unanswered)
+        try:
+            async for response in stream(_each(request_iterator, stamp), *args, **kwargs):
+                keys = unanswered.get(response.header.request_id)
+                if keys:
+                    keys.pop(0)
+                    if not keys:
+                        del unanswered[response.header.request_id]
+                yield response
+        finally:  # normally nothing is left; a cancelled gRPC call or a failed stream leaves work nobody will read
+            if departure is not None:
+                departure.forget(cancel_unanswered)
+            cancel_unanswered()
+
+    return keyed_stream
+
+
 class HardenedRequestHandler(GatewayRequestHandler):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        # every protocol's requests go through this one streamer: scrub its responses once, here
+        # every protocol's requests go through this one streamer: key its requests and scrub its responses once, here
         inner = self.streamer._streamer
-        stream, process_single_data = inner.stream, inner.process_single_data
+        stream = _with_request_keys(inner.stream, self._cancel_at_executors)
+        process_single_data = inner.process_single_data
+        self._cancellations = set()  # tasks posting cancellations (kept referenced until done)
 
         async def scrubbed_stream(*a, **kw):
             async for response in stream(*a, **kw):
@@ -143,6 +236,40 @@ class HardenedRequestHandler(GatewayRequestHandler):
         inner.stream, inner.process_single_data = scrubbed_stream, scrubbed_single
         # ...whose `stream` runs every protocol's requests and dry runs through this generator
         inner._stream_requests = _with_generic_network_errors(inner._stream_requests, self.logger)
+
+    def _cancel_at_executors(self, keys: list[str]) -> None:
+        task = asyncio.ensure_future(self._post_cancellations(keys))
+        self._cancellations.add(task)
+        task.add_done_callback(self._cancellations.discard)
+
+    async def _post_cancellations(self, keys: list[str]) -> None:
+        """Post the keys to CANCEL_ENDPOINT on every replica the gateway is connected to (Jina's gateway holds one
+        connection per replica address; on Kubernetes that is one per executor Service, so one pod hears it)."""
+        request = DataRequest()
+        request.header.exec_endpoint = CANCEL_ENDPOINT
+        request.parameters = {REQUEST_KEY: keys}
+        pool = self.streamer._connection_pool
+        stubs = []
+        for deployment in self.streamer._executor_addresses:
+            replicas = pool._connections.get_replicas(deployment, True)  # the gateway adds every address as a head
+            stubs += replicas.get_all_connections() if replicas is not None else []
+        results = await asyncio.gather(*(self._post_once_more_on_failure(stub, request) for stub in stubs))
+        failed = [f"{stub.deployment_name} ({error!r:.200})" for stub, error in zip(stubs, results) if error]
+        self.logger.info(f"a client left with {len(keys)} request(s) unanswered: cancelled at "
+                         f"{len(stubs) - len(failed)} of {len(stubs)} executor replicas"
+                         + (f"; not reached: {', '.join(failed)}" if failed else ""))
+
+    @staticmethod
+    async def _post_once_more_on_failure(stub, request) -> BaseException | None:
+        """None when the replica took the request; else the second attempt's error (a channel that an executor's
+        keepalive policy just closed fails once, then reconnects)."""
+        for attempt in range(2):
+            try:
+                await stub.send_requests([request], metadata=None, compression=None, timeout=CANCEL_SEND_TIMEOUT_S)
+                return None
+            except Exception as error:  # noqa: BLE001 - reported in the log line, never to a client
+                if attempt:
+                    return error
 
     async def _status(self, empty, context) -> jina_pb2.JinaInfoProto:
         return jina_pb2.JinaInfoProto()  # no versions, no environment
@@ -177,6 +304,9 @@ class HardenedRequestHandler(GatewayRequestHandler):
         return app
 
 
+WEBSOCKET_READ_AHEAD = 16  # WebSocket messages read ahead of Jina's handler (it reads as fast as it can anyway)
+
+
 class RequestTooLarge(Exception):
     pass
 
@@ -205,42 +335,78 @@ class GuardedApp:
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             return await _plain(send, 413, self.limit_text)
         received = 0
+        departure = Departure()
+        watcher = None  # reads the connection once the body is in: its next message says the client has gone
+
+        async def watch_for_departure():
+            message = await receive()  # uvicorn answers `http.disconnect` when the client goes or the response ends
+            if message["type"] == "http.disconnect" and not finished:
+                departure.leave()
+            return message
 
         async def bounded_receive():
-            nonlocal received
+            nonlocal received, watcher
+            if watcher is not None:
+                return await asyncio.shield(watcher)
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
                     raise RequestTooLarge
+                if not message.get("more_body"):
+                    watcher = asyncio.ensure_future(watch_for_departure())
             return message
 
-        started = False
+        started = finished = False
 
         async def tracked_send(message):
-            nonlocal started
+            nonlocal started, finished
             if message["type"] == "http.response.start":
                 started = True
                 message = {**message, "headers": _without_credentials(message.get("headers", []))}
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                finished = True
             await send(message)
 
+        token = CLIENT_DEPARTURE.set(departure)
         try:
             await self.app(scope, bounded_receive, tracked_send)
         except RequestTooLarge:
             if not started:
                 await _plain(send, 413, self.limit_text)
+        finally:
+            CLIENT_DEPARTURE.reset(token)
+            if watcher is not None:
+                watcher.cancel()
 
     async def _websocket(self, scope, receive, send):
-        async def bounded_receive():
-            message = await receive()
-            if message["type"] == "websocket.receive":
-                size = len(message.get("bytes") or b"") + len((message.get("text") or "").encode())
-                if size > self.max_bytes:
-                    await send({"type": "websocket.close", "code": 1009, "reason": self.limit_text.decode()[:120]})
-                    return {"type": "websocket.disconnect", "code": 1009}
-            return message
+        """Messages are read by one task for the whole connection, so a close is seen even while Jina's handler only
+        waits for answers (its client sends an end marker, then nothing until it closes)."""
+        departure = Departure()
+        inbox = asyncio.Queue(maxsize=WEBSOCKET_READ_AHEAD)
 
-        await self.app(scope, bounded_receive, send)
+        async def read_connection():
+            while True:
+                message = await receive()
+                if message["type"] == "websocket.receive":
+                    size = len(message.get("bytes") or b"") + len((message.get("text") or "").encode())
+                    if size > self.max_bytes:
+                        await send({"type": "websocket.close", "code": 1009,
+                                    "reason": self.limit_text.decode()[:120]})
+                        message = {"type": "websocket.disconnect", "code": 1009}
+                if message["type"] == "websocket.disconnect":
+                    departure.leave()
+                    await inbox.put(message)
+                    return
+                await inbox.put(message)
+
+        reader = asyncio.ensure_future(read_connection())
+        token = CLIENT_DEPARTURE.set(departure)
+        try:
+            await self.app(scope, inbox.get, send)
+        finally:
+            CLIENT_DEPARTURE.reset(token)
+            reader.cancel()
 
 
 def _without_credentials(headers) -> list:
@@ -297,7 +463,14 @@ def refuse_unsupported_clip_calls(response) -> None:
     status.exception.args.append(message)
 
 
-RESPONSE_REPAIRS = (complete_route_times, refuse_unsupported_clip_calls)
+def drop_request_key(response) -> None:
+    """The client gets its parameters back as it sent them, without the key the gateway added."""
+    parameters = response.parameters
+    if isinstance(parameters, dict) and REQUEST_KEY in parameters:
+        response.parameters = {name: value for name, value in parameters.items() if name != REQUEST_KEY}
+
+
+RESPONSE_REPAIRS = (complete_route_times, refuse_unsupported_clip_calls, drop_request_key)
 
 
 def install_web_ui(app, gateway) -> None:

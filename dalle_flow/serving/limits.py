@@ -4,9 +4,10 @@ Each limit has a default and an environment variable that changes it (read once 
 the gateway starts; a bad value stops the start with the variable's name). Every message names the field, the limit
 and the variable, e.g. ``docs: at most 16 Documents per request (DALLE_FLOW_MAX_DOCS), got 100``.
 
-Work that runs in batches (DALL·E Mega and GLID-3 XL images, upscaled and segmented images) also stops when the
-request's deadline has passed, checked between batches: a client that gave up or disconnected cannot hold an
-executor for longer than `request_timeout_s`. The gateway gives up on an executor shortly after that deadline.
+Work that runs in batches (DALL·E Mega and GLID-3 XL images, upscaled and segmented images) also stops, checked
+between batches, when the request's deadline has passed (no request holds an executor for longer than
+`request_timeout_s`; the gateway gives up on an executor shortly after it) or when its client has disconnected
+(serving/cancellation.py).
 """
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import os
 import time
 from dataclasses import dataclass
 from functools import lru_cache
+
+from dalle_flow.serving.cancellation import CANCELLED, request_key
 
 
 @dataclass(frozen=True)
@@ -80,20 +83,29 @@ class Limits:
             raise ValueError(f"{field}: a prompt is at most {self.max_prompt_chars} characters "
                              f"({_variable('max_prompt_chars')}), got {len(text)}")
 
-    def deadline(self) -> "Deadline":
-        return Deadline(time.monotonic() + self.request_timeout_s, self.request_timeout_s)
+    def deadline(self, parameters: dict | None = None) -> "Deadline":
+        """The deadline of a request starting now; with its parameters, it also ends when the request is cancelled."""
+        return Deadline(time.monotonic() + self.request_timeout_s, self.request_timeout_s, request_key(parameters))
+
+
+class RequestCancelled(RuntimeError):
+    pass
 
 
 class Deadline:
-    """When a request must be finished; `check` is called between batches and raises once the time is up."""
+    """When a request must stop: its time is up, or its client has gone. `check` is called between batches (and
+    before the first) and raises then."""
 
-    def __init__(self, at: float, budget_s: float):
+    def __init__(self, at: float, budget_s: float, key: str | None = None):
         self.at = at
         self.budget_s = budget_s
+        self.key = key
 
     def check(self, done: int | None = None, total: int | None = None) -> None:
+        progress = f" after {done} of {total} images" if done is not None else ""
+        if self.key is not None and self.key in CANCELLED:
+            raise RequestCancelled(f"request: cancelled{progress}: its client disconnected")
         if time.monotonic() > self.at:
-            progress = f" after {done} of {total} images" if done is not None else ""
             raise TimeoutError(f"request_timeout_s: the request ran past {self.budget_s:g} s "
                                f"({_variable('request_timeout_s')}) and was stopped{progress}")
 

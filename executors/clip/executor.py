@@ -9,8 +9,9 @@ and matches in arrival order, unsorted).
 
 import numpy as np
 from docarray import DocumentArray
-from jina import Executor, requests
+from jina import requests
 
+from dalle_flow.serving.executor import FlowExecutor
 from dalle_flow.serving.clip_protocol import clip_input, drop_image_content, refuse_unsupported_parameters
 from dalle_flow.serving.limits import request_limits
 from dalle_flow.serving.parameters import PARAMETERS_ENDPOINT, document_prompt, is_probe
@@ -64,7 +65,7 @@ def rank_matches(clip: ClipEmbedder, doc, index: int, candidates_image_first: bo
     doc.matches = sorted(doc.matches, key=lambda m: m.scores["clip_score"].value, reverse=True)
 
 
-class FlowClip(Executor):
+class FlowClip(FlowExecutor):
     """CLIP loaded once at start-up: `/encode`, `/rank` as CLIP-as-service; on `/` the prompt's embedding and the
     candidates of every generator ranked by their images."""
 

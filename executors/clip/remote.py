@@ -17,8 +17,9 @@ import os
 from urllib.parse import urlsplit
 
 from docarray import Document, DocumentArray
-from jina import Executor, requests
+from jina import requests
 
+from dalle_flow.serving.executor import FlowExecutor
 from dalle_flow.serving.clip_protocol import clip_input, drop_image_content, refuse_unsupported_parameters
 from dalle_flow.serving.images import encode_png
 from dalle_flow.serving.parameters import PARAMETERS_ENDPOINT, document_prompt, is_probe
@@ -36,7 +37,7 @@ def outgoing(doc, what: str, image_first: bool = False) -> Document:
     return Document(blob=encode_png(content), mime_type="image/png")
 
 
-class ClipService(Executor):
+class ClipService(FlowExecutor):
     """`rerank` over CLIP-as-service: `/encode` and `/rank` passed on; on `/` the prompt's embedding and every
     candidate of a prompt ranked by its image, best first (matches keep no embedding)."""
 

@@ -8,8 +8,9 @@ with `.text` = the prompt, as the original returned it (clients read `post('/seg
 """
 
 from docarray import Document, DocumentArray
-from jina import Executor, requests
+from jina import requests
 
+from dalle_flow.serving.executor import FlowExecutor
 from dalle_flow.runtime.device import resolve_device
 from dalle_flow.serving.images import document_image, image_to_data_uri
 from dalle_flow.serving.parameters import PARAMETERS_ENDPOINT, declare_parameters, document_prompt
@@ -28,7 +29,7 @@ USED_BY_TYPE = {"none": (), "binary": ("binary_thresh_strength",),
                 "adaptive_gaussian": ("adaptive_thresh_block_size", "adaptive_thresh_c")}
 
 
-class ClipSegmenter(Executor):
+class ClipSegmenter(FlowExecutor):
     def __init__(self, model_name: str = CLIPSEG_REPO, device: str = "auto", dtype: str = "auto",
                  preset: str | None = None, weights_dir: str | None = None, **kwargs):
         super().__init__(**kwargs)
@@ -54,7 +55,7 @@ class ClipSegmenter(Executor):
         limits.check_docs(docs, "/segment")
         # every Document is checked before the model runs on any of them: a bad one fails the request cleanly
         inputs = [self._checked_input(doc, f"docs[{i}]") for i, doc in enumerate(docs)]
-        deadline = limits.deadline()
+        deadline = limits.deadline(parameters)
         results = []
         for image, prompt in inputs:
             deadline.check(len(results), len(inputs))

@@ -3,8 +3,9 @@
 from pathlib import Path
 
 from docarray import DocumentArray
-from jina import Executor, requests
+from jina import requests
 
+from dalle_flow.serving.executor import FlowExecutor
 from dalle_flow.parameters import draw_seed
 from dalle_flow.runtime.device import resolve_device
 from dalle_flow.serving.limits import release_memory, request_limits
@@ -15,7 +16,7 @@ from dalle_flow.serving.weights import resolve, resolve_group
 from dalle_flow.pipelines.dalle_mega import BATCH_SIZE, DALLE_PARAMS, DalleMegaPipeline
 
 
-class DalleMega(Executor):
+class DalleMega(FlowExecutor):
     def __init__(self, device: str = "auto", dtype: str = "auto", batch_size: int = BATCH_SIZE.default,
                  preset: str | None = None, weights_dir: str | None = None, **kwargs):
         super().__init__(**kwargs)
@@ -48,7 +49,7 @@ class DalleMega(Executor):
         limits.check_docs(docs, "/")
         limits.check_images(len(docs) * num_images, f"{len(docs)} Documents × num_images {num_images}")
         require_prompts(docs)
-        deadline = limits.deadline()
+        deadline = limits.deadline(parameters)
         try:
             for doc in docs:
                 images = self.pipeline.generate(doc.text, num_images, seed, between_batches=deadline.check, **values)

@@ -12,8 +12,9 @@ embedding is CLIP of the empty prompt, computed once at start-up. Without `clip_
 
 import numpy as np
 from docarray import DocumentArray
-from jina import Executor, requests
+from jina import requests
 
+from dalle_flow.serving.executor import FlowExecutor
 from dalle_flow.parameters import draw_seed
 from dalle_flow.runtime.device import resolve_device
 from dalle_flow.serving.images import document_image, has_image
@@ -65,7 +66,7 @@ def load_pipeline(device: str, dtype: str, preset: str | None, clip_model_name: 
     return pipeline, clip
 
 
-class GLID3Diffusion(Executor):
+class GLID3Diffusion(FlowExecutor):
     def __init__(self, device: str = "auto", dtype: str = "auto", batch_size: int = BATCH_SIZE.default,
                  steps: int = GENERATE_PARAMS.default("steps"), tiny_steps: int = TINY_STEPS,
                  clip_model_name: str = DEFAULT_CLIP, preset: str | None = None, weights_dir: str | None = None,
@@ -113,7 +114,7 @@ class GLID3Diffusion(Executor):
             clip_embed = prompt_clip_embedding(doc, prompt, self.clip, self.clip_dim, what)
             jobs.append((doc, prompt, image, clip_embed))
         self._check_work(jobs, settings, limits)
-        deadline = limits.deadline()
+        deadline = limits.deadline(parameters)
         try:
             self._sample(jobs, settings, request_time, deadline)
         finally:

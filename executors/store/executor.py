@@ -11,8 +11,9 @@ import json
 import os
 
 from docarray import Document, DocumentArray
-from jina import Executor, requests
+from jina import requests
 
+from dalle_flow.serving.executor import FlowExecutor
 from dalle_flow.serving.parameters import PARAMETERS_ENDPOINT, declare_parameters
 from dalle_flow.parameters import Param, Params
 from dalle_flow.serving.images import (data_uri_bytes, encode_png, has_image, image_field, image_mime_type,
@@ -58,7 +59,7 @@ def _stored_tags(doc, field: str) -> dict:
     return tags
 
 
-class ImageStoreExecutor(Executor):
+class ImageStoreExecutor(FlowExecutor):
     def __init__(self, db_name: str = "images.sqlite", **kwargs):
         super().__init__(**kwargs)
         root = self.workspace or os.environ.get("DALLE_FLOW_WORKSPACE", "workspace")

@@ -7,8 +7,9 @@ the candidate's own tags stay.
 """
 
 from docarray import DocumentArray
-from jina import Executor, requests
+from jina import requests
 
+from dalle_flow.serving.executor import FlowExecutor
 from dalle_flow.serving.images import MAX_IMAGE_SIDE, document_image, has_image, image_to_data_uri
 from dalle_flow.serving.limits import release_memory, request_limits
 from dalle_flow.serving.parameters import PARAMETERS_ENDPOINT, declare_parameters
@@ -26,7 +27,7 @@ TINY_LABEL = "SwinIR tiny x4 (random weights)"
 DEFAULT_MAX_INPUT_SIDE = 1024
 
 
-class SwinIRUpscaler(Executor):
+class SwinIRUpscaler(FlowExecutor):
     def __init__(self, device: str = "auto", dtype: str = "auto", preset: str | None = None,
                  weights_dir: str | None = None, max_input_side: int = DEFAULT_MAX_INPUT_SIDE, **kwargs):
         super().__init__(**kwargs)
@@ -58,7 +59,7 @@ class SwinIRUpscaler(Executor):
         limits.check_images(len(jobs), f"images to upscale in {len(docs)} Documents")
         # every input is checked before the first image runs, and Documents change only once all have run: a bad
         # image in a request neither wastes the others' compute nor leaves the request half upscaled
-        deadline = limits.deadline()
+        deadline = limits.deadline(parameters)
         outputs = []
         try:
             for _, image in jobs:
