@@ -28,7 +28,8 @@ def test_readme_flow_and_declarations_agree(checker, executors, readme):
 
 def test_every_endpoint_and_parameter_is_checked(checker, executors, readme):
     table = checker.readme_table(readme)
-    assert set(table) == {"/", "/diffuse", "/upscale", "/segment", "/encode", "/rank", "/history", "/parameters"}
+    assert set(table) == {"/", "/diffuse", "/upscale", "/segment", "/encode", "/rank", "/history", "/parameters",
+                          "/_cancel"}
     declarations = checker.served_declarations(executors)
     assert {endpoint: sorted(by_executor) for endpoint, by_executor in declarations.items()} == {
         "/": ["dalle", "diffusion"], "/diffuse": ["diffusion"], "/upscale": ["upscaler"], "/segment": ["clipseg"],
