@@ -342,6 +342,9 @@ def test_flow_without_glid3_using_an_external_clip_service(tmp_path, clip_servic
         encoded = Document(text="a zebra").post(flow.url("grpc") + "/encode")
         assert np.allclose(encoded.embedding, Document(text="a zebra").post(clip_service + "/encode").embedding,
                            atol=1e-5)
+        # a prompt that reaches rerank without candidates is embedded all the same, as local CLIP does it
+        alone = Client(host=flow.url("grpc")).post("/", Document(text="a zebra"), target_executor="rerank")[0]
+        assert len(alone.matches) == 0 and np.allclose(alone.embedding, encoded.embedding, atol=1e-5)
         with pytest.raises(Exception) as err:
             Document(uri="https://example.com/cat.png").post(flow.url("grpc") + "/encode")
         assert "only inline images are accepted" in error_text(err.value)

@@ -111,6 +111,13 @@ class ClipService(FlowExecutor):
         # one /rank call: the prompt is the query, so its embedding comes back as the answer's `.embedding`
         prompts = [Document(text=document_prompt(doc, f"docs[{i}]")) for i, doc in enumerate(docs)]
         await self._rank(docs, prompts, match_embeddings=False, candidates_image_first=True)
+        # a prompt without candidates (every generator toggled off for it) still gets its embedding, as locally
+        unranked = [i for i, doc in enumerate(docs) if not len(doc.matches)]
+        if unranked:
+            embedded = DocumentArray(prompts[i] for i in unranked)
+            await self._embed(embedded)
+            for i, doc in zip(unranked, embedded):
+                docs[i].embedding = doc.embedding
 
     @requests(on="/encode")
     async def encode(self, docs: DocumentArray, parameters: dict = None, **kwargs):
