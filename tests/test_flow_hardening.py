@@ -293,42 +293,67 @@ def test_dead_executor_answers_a_generic_error_then_stops_the_flow(tmp_path):
         flow.close()
 
 
-# a client of the original's kind posting GLID-3 work that runs Document by Document; it says when it posts
-DEPARTING_CLIENT = """
+# GLID-3 work that runs Document by Document: 16 prompts, one image each
+DEPARTED_STEPS = 56  # per Document: about a second on the tiny Flow, so 16 of them hold diffusion for many seconds
+DEPARTED_PARAMETERS = {"steps": DEPARTED_STEPS, "num_images": 1}
+DEPARTED_DOCS = [{"text": f"a cat {i}"} for i in range(16)]
+# the original's client in a process of its own, killed mid-request; it says when it posts
+GRPC_CLIENT = f"""
 import sys
 from docarray import Document, DocumentArray
 from jina import Client
-protocol, url, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
 print("posting", flush=True)
-Client(host=url).post("/", DocumentArray([Document(text=f"a cat {i}") for i in range(16)]),
-                      parameters={"steps": steps, "num_images": 1}, target_executor="diffusion")
+Client(host=sys.argv[1]).post("/", DocumentArray([Document(**d) for d in {DEPARTED_DOCS!r}]),
+                              parameters={DEPARTED_PARAMETERS!r}, target_executor="diffusion")
 """
-DEPARTED_STEPS = 56  # per Document: about a second on the tiny Flow, so 16 of them hold diffusion for many seconds
 
 
-def timed_diffusion(flow, steps: int) -> float:
+def timed_diffusion(flow) -> float:
     started = time.monotonic()
     answer = Client(host=flow.url("grpc")).post("/", Document(text="the next user"), target_executor="diffusion",
-                                                parameters={"steps": steps, "num_images": 1})
+                                                parameters=DEPARTED_PARAMETERS)
     assert len(answer[0].matches) == 1
     return time.monotonic() - started
 
 
+@pytest.fixture(scope="module")
+def one_document_s(tiny_flow):
+    return timed_diffusion(tiny_flow)
+
+
+def depart(flow, protocol: str, after_s: float) -> None:
+    """Post the work on `protocol` and go away after `after_s`: gRPC by killing the client's process, HTTP by a
+    client that gives up (curl --max-time), WebSocket by closing the socket."""
+    if protocol == "grpc":
+        client = subprocess.Popen([sys.executable, "-c", GRPC_CLIENT, flow.url("grpc")], stdout=subprocess.PIPE,
+                                  text=True, cwd=flow.workspace)
+        try:
+            assert client.stdout.readline().strip() == "posting"
+            time.sleep(after_s)
+        finally:
+            client.kill()
+            client.wait()
+    body = json.dumps({"data": DEPARTED_DOCS, "execEndpoint": "/", "parameters": DEPARTED_PARAMETERS,
+                       "targetExecutor": "diffusion"})
+    if protocol == "http":
+        gave_up = subprocess.run(["curl", "-s", "--max-time", str(after_s), "-X", "POST", f"{flow.url('http')}/post",
+                                  "-H", "Content-Type: application/json", "-d", body], capture_output=True)
+        assert gave_up.returncode == 28  # curl: operation timed out
+    if protocol == "websocket":
+        from websockets.sync.client import connect
+
+        with connect(f"ws://127.0.0.1:{flow.websocket}/", open_timeout=30) as websocket:
+            websocket.send(body)
+            time.sleep(after_s)
+
+
 @pytest.mark.parametrize("protocol", ["grpc", "http", "websocket"])
-def test_work_of_a_client_that_disconnects_is_cancelled(tiny_flow, protocol):
+def test_work_of_a_client_that_disconnects_is_cancelled(tiny_flow, one_document_s, protocol):
     """Issue 10: a client that posted work and disconnected kept the executor busy; the next user waited for all of it.
-    The client process is killed mid-request; the next request waits for at most the Document under way."""
-    one_document_s = timed_diffusion(tiny_flow, DEPARTED_STEPS)
+    Now the next request waits for at most the Document under way."""
     log_before = len(Path(tiny_flow.log_path).read_text(errors="replace"))
-    client = subprocess.Popen([sys.executable, "-c", DEPARTING_CLIENT, protocol, tiny_flow.url(protocol),
-                               str(DEPARTED_STEPS)], stdout=subprocess.PIPE, text=True, cwd=tiny_flow.workspace)
-    try:
-        assert client.stdout.readline().strip() == "posting"
-        time.sleep(2 + one_document_s)  # the request reaches diffusion, which starts on the first Documents
-    finally:
-        client.kill()
-        client.wait()
-    next_user_s = timed_diffusion(tiny_flow, DEPARTED_STEPS)
+    depart(tiny_flow, protocol, after_s=1 + one_document_s)  # diffusion is on the first Documents by then
+    next_user_s = timed_diffusion(tiny_flow)
     # uncancelled, the 16 Documents (less the one or two done) would run first: well over 10 Documents' time
     assert next_user_s < 8 * one_document_s, (next_user_s, one_document_s)
     log = Path(tiny_flow.log_path).read_text(errors="replace")[log_before:]
