@@ -6,6 +6,7 @@ import base64
 import importlib.util
 import io
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -93,6 +94,14 @@ class RunningFlow:
 
     def log_tail(self, chars=4000) -> str:
         return Path(self.log_path).read_text(errors="replace")[-chars:]
+
+    def log_size(self) -> int:
+        return len(Path(self.log_path).read_text(errors="replace"))
+
+    def log_words(self, since: int = 0) -> str:
+        """The log from offset `since` as one line: Jina wraps its log lines and puts times in between."""
+        text = Path(self.log_path).read_text(errors="replace")[since:]
+        return " ".join(re.sub(r"\[\d\d/\d\d/\d\d [\d:]+\]", "", text).split())
 
     def close(self):
         if self.process.poll() is None:

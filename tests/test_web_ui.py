@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import time
 import urllib.request
 from pathlib import Path
 
@@ -260,7 +261,8 @@ def test_server_errors_are_shown_next_to_their_field_and_the_page_keeps_working(
     assert page.locator("#generate-form .field-error:not(:empty)").count() == 0
 
 
-def test_running_request_disables_its_controls_and_can_be_cancelled(page):
+def test_running_request_disables_its_controls_and_can_be_cancelled(page, tiny_flow):
+    log_before = tiny_flow.log_size()
     page.fill("#generate-form textarea[name=text]", "a slow request")
     page.fill("#generate-form input[name=num_images]", "4")
     page.click("#generate-form button[type=submit]")
@@ -271,6 +273,11 @@ def test_running_request_disables_its_controls_and_can_be_cancelled(page):
     assert page.inner_text("#generate-form .progress").startswith("Cancelled")
     assert page.locator("#generate-form button[type=submit]").is_enabled()
     assert not page.locator("#generate-form .cancel").is_visible()
+    # the aborted fetch closes its connection: the gateway cancels the request's work at the executors
+    deadline = time.monotonic() + 60
+    while "a client left with 1 request(s) unanswered" not in tiny_flow.log_words(since=log_before):
+        assert time.monotonic() < deadline, "the server never heard that the browser cancelled"
+        time.sleep(0.2)
 
 
 def test_phone_width_in_dark_mode(browser, tiny_flow, screenshots):
