@@ -347,15 +347,21 @@ def depart(flow, protocol: str, after_s: float) -> None:
             time.sleep(after_s)
 
 
-@pytest.mark.parametrize("protocol", ["grpc", "http", "websocket"])
-def test_work_of_a_client_that_disconnects_is_cancelled(tiny_flow, one_document_s, protocol):
+def test_work_of_clients_that_disconnect_is_cancelled(tiny_flow, one_document_s):
     """Issue 10: a client that posted work and disconnected kept the executor busy; the next user waited for all of it.
-    Now the next request waits for at most the Document under way."""
+    Three clients post 16 Documents each, one per protocol, and go away together; the next request then waits for at
+    most the Document under way (the two queued requests stop before their first Document)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     log_before = tiny_flow.log_size()
-    depart(tiny_flow, protocol, after_s=1 + one_document_s)  # diffusion is on the first Documents by then
+    with ThreadPoolExecutor(3) as pool:  # diffusion is on the first Documents of one of them by then
+        list(pool.map(lambda protocol: depart(tiny_flow, protocol, after_s=2 + one_document_s),
+                      ("grpc", "http", "websocket")))
     next_user_s = timed_diffusion(tiny_flow)
-    # uncancelled, the 16 Documents (less the one or two done) would run first: well over 10 Documents' time
+    # uncancelled, the 48 Documents (less the one or two done) would run first: well over 10 Documents' time
     assert next_user_s < 8 * one_document_s, (next_user_s, one_document_s)
     log = tiny_flow.log_words(since=log_before)
-    assert re.search(r"a client left with 1 request\(s\) unanswered: cancelled at (\d+) of \1 executor", log), log
+    for protocol in ("gRPC", "HTTP", "WebSocket"):
+        assert re.search(rf"a client left \({protocol}\) with 1 request\(s\) unanswered: cancelled at (\d+) of \1 "
+                         rf"executor", log), (protocol, log)
     assert "RequestCancelled" in log and "its client disconnected" in log

@@ -417,7 +417,7 @@ class FakeRequest:
         self.parameters = parameters
 
 
-def keyed_stream_run(leave):
+def keyed_stream_run(leave, with_connection: bool):
     """Stream two requests through `_with_request_keys` over a streamer that answers the first and never the second;
     `leave(task, departure)` makes the client go. Returns (requests, keys cancelled)."""
     from dalle_flow.deploy.gateway import CLIENT_DEPARTURE, Departure, _with_request_keys
@@ -437,12 +437,14 @@ def keyed_stream_run(leave):
             yield request
 
     async def run():
-        departure = Departure()
-        CLIENT_DEPARTURE.set(departure)
+        departure = Departure("HTTP")
+        if with_connection:  # set by GuardedApp for HTTP and WebSocket; a gRPC call has none
+            CLIENT_DEPARTURE.set(departure)
         answered = []
 
         async def consume():
-            async for response in _with_request_keys(streamer, cancelled.extend)(client_requests()):
+            async for response in _with_request_keys(streamer, lambda *call: cancelled.append(call))(
+                    client_requests()):
                 answered.append(response.header.request_id)
 
         task = asyncio.ensure_future(consume())
@@ -466,11 +468,12 @@ def test_gateway_keys_every_request_and_cancels_what_a_departed_client_left(how)
     async def close_connection(task, departure):
         departure.leave()
 
-    requests, cancelled = keyed_stream_run(cancel_call if how.startswith("call") else close_connection)
+    grpc = how.startswith("call")
+    requests, cancelled = keyed_stream_run(cancel_call if grpc else close_connection, with_connection=not grpc)
     keys = [request.parameters[REQUEST_KEY] for request in requests]
     assert len(set(keys)) == 2 and all(len(key) == 32 for key in keys)
     assert "chosen-by-the-client" not in keys and requests[1].parameters["seed"] == 3
-    assert cancelled == [keys[1]]  # the unanswered one only, once
+    assert cancelled == [([keys[1]], "gRPC" if grpc else "HTTP")]  # the unanswered one only, once
 
 
 def test_gateway_sees_an_http_client_leave_before_its_answer():

@@ -275,7 +275,7 @@ def test_running_request_disables_its_controls_and_can_be_cancelled(page, tiny_f
     assert not page.locator("#generate-form .cancel").is_visible()
     # the aborted fetch closes its connection: the gateway cancels the request's work at the executors
     deadline = time.monotonic() + 60
-    while "a client left with 1 request(s) unanswered" not in tiny_flow.log_words(since=log_before):
+    while "a client left (HTTP) with 1 request(s) unanswered" not in tiny_flow.log_words(since=log_before):
         assert time.monotonic() < deadline, "the server never heard that the browser cancelled"
         time.sleep(0.2)
 

@@ -141,7 +141,8 @@ OPENAPI_INFO = {
 class Departure:
     """One client connection's leaving: what to do when the client disconnects before it has all its answers."""
 
-    def __init__(self):
+    def __init__(self, protocol: str):
+        self.protocol = protocol  # for the log
         self.left = False
         self._callbacks = []
 
@@ -180,8 +181,8 @@ def _each(iterator, function):
 
 
 def _with_request_keys(stream, cancel):
-    """The streamer's `stream`, giving each request a fresh key (`REQUEST_KEY`) and calling `cancel(keys)` with the
-    keys still unanswered when the client departs or the stream ends early."""
+    """The streamer's `stream`, giving each request a fresh key (`REQUEST_KEY`) and calling `cancel(keys, protocol)`
+    with the keys still unanswered when the client departs or the stream ends early."""
 
     async def keyed_stream(request_iterator, *args, **kwargs):
         unanswered: dict[str, list[str]] = {}  # request id -> keys (a client may reuse a request id)
@@ -196,7 +197,7 @@ def _with_request_keys(stream, cancel):
             keys = [key for keys in unanswered.values() for key in keys]
             unanswered.clear()
             if keys:
-                cancel(keys)
+                cancel(keys, departure.protocol if departure is not None else "gRPC")
 
         departure = CLIENT_DEPARTURE.get()
         if departure is not None:
@@ -237,12 +238,12 @@ class HardenedRequestHandler(GatewayRequestHandler):
         # ...whose `stream` runs every protocol's requests and dry runs through this generator
         inner._stream_requests = _with_generic_network_errors(inner._stream_requests, self.logger)
 
-    def _cancel_at_executors(self, keys: list[str]) -> None:
-        task = asyncio.ensure_future(self._post_cancellations(keys))
+    def _cancel_at_executors(self, keys: list[str], protocol: str) -> None:
+        task = asyncio.ensure_future(self._post_cancellations(keys, protocol))
         self._cancellations.add(task)
         task.add_done_callback(self._cancellations.discard)
 
-    async def _post_cancellations(self, keys: list[str]) -> None:
+    async def _post_cancellations(self, keys: list[str], protocol: str) -> None:
         """Post the keys to CANCEL_ENDPOINT on every replica the gateway is connected to (Jina's gateway holds one
         connection per replica address; on Kubernetes that is one per executor Service, so one pod hears it)."""
         request = DataRequest()
@@ -255,7 +256,7 @@ class HardenedRequestHandler(GatewayRequestHandler):
             stubs += replicas.get_all_connections() if replicas is not None else []
         results = await asyncio.gather(*(self._post_once_more_on_failure(stub, request) for stub in stubs))
         failed = [f"{stub.deployment_name} ({error!r:.200})" for stub, error in zip(stubs, results) if error]
-        self.logger.info(f"a client left with {len(keys)} request(s) unanswered: cancelled at "
+        self.logger.info(f"a client left ({protocol}) with {len(keys)} request(s) unanswered: cancelled at "
                          f"{len(stubs) - len(failed)} of {len(stubs)} executor replicas"
                          + (f"; not reached: {', '.join(failed)}" if failed else ""))
 
@@ -335,7 +336,7 @@ class GuardedApp:
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             return await _plain(send, 413, self.limit_text)
         received = 0
-        departure = Departure()
+        departure = Departure("HTTP")
         watcher = None  # reads the connection once the body is in: its next message says the client has gone
 
         async def watch_for_departure():
@@ -382,7 +383,7 @@ class GuardedApp:
     async def _websocket(self, scope, receive, send):
         """Messages are read by one task for the whole connection, so a close is seen even while Jina's handler only
         waits for answers (its client sends an end marker, then nothing until it closes)."""
-        departure = Departure()
+        departure = Departure("WebSocket")
         inbox = asyncio.Queue(maxsize=WEBSOCKET_READ_AHEAD)
 
         async def read_connection():
