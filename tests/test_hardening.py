@@ -506,7 +506,8 @@ def test_gateway_sees_an_http_client_leave_before_its_answer():
     assert run(client_leaves=False) == []
 
 
-def test_gateway_sees_a_websocket_client_leave_while_it_waits_for_answers():
+@pytest.mark.parametrize("ending", ["close", "broken connection"])
+def test_gateway_sees_a_websocket_client_leave_while_it_waits_for_answers(ending):
     from dalle_flow.deploy.gateway import CLIENT_DEPARTURE, GuardedApp
 
     left = []
@@ -523,7 +524,9 @@ def test_gateway_sees_a_websocket_client_leave_while_it_waits_for_answers():
         if incoming_copy:
             return incoming_copy.pop(0)
         await asyncio.sleep(0.05)
-        return {"type": "websocket.disconnect", "code": 1006}
+        if ending == "broken connection":
+            raise ConnectionResetError("the server's connection broke")
+        return {"type": "websocket.disconnect", "code": 1000}
 
     async def send(message):
         pass

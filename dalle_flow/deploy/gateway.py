@@ -340,7 +340,10 @@ class GuardedApp:
         watcher = None  # reads the connection once the body is in: its next message says the client has gone
 
         async def watch_for_departure():
-            message = await receive()  # uvicorn answers `http.disconnect` when the client goes or the response ends
+            try:  # uvicorn answers `http.disconnect` when the client goes or the response ends
+                message = await receive()
+            except Exception:  # noqa: BLE001 - the connection broke: the client is gone all the same
+                message = {"type": "http.disconnect"}
             if message["type"] == "http.disconnect" and not finished:
                 departure.leave()
             return message
@@ -388,7 +391,10 @@ class GuardedApp:
 
         async def read_connection():
             while True:
-                message = await receive()
+                try:
+                    message = await receive()
+                except Exception:  # noqa: BLE001 - the connection broke: to Jina's handler, a disconnect
+                    message = {"type": "websocket.disconnect", "code": 1006}
                 if message["type"] == "websocket.receive":
                     size = len(message.get("bytes") or b"") + len((message.get("text") or "").encode())
                     if size > self.max_bytes:
