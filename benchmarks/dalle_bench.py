@@ -2,6 +2,7 @@
 
     python benchmarks/dalle_bench.py            # mid-size decoders, 256 steps; full-size (DALL·E Mega) fp16 file
     python benchmarks/dalle_bench.py --quick    # 64 steps; a ~0.8 GB synthetic file instead of the 5.2 GB one
+    python benchmarks/dalle_bench.py --compiled-step   # only: our loop eager vs its step under torch.compile
 
 1. Decoding: our decoder and min-dalle's `DalleBartDecoder` (kuprel/min-dalle, the PyPI release 0.4.11) built with the
    same mid-size dims and the SAME random weights (copied from ours; the first step's logits are checked to agree),
@@ -196,6 +197,50 @@ def bench_decoding(steps: int, batches: list[int], repeats: int, dims: dict) -> 
     return rows
 
 
+def bench_compiled_step(steps: int, images: int, repeats: int, dims: dict) -> list[dict]:
+    """Our decode loop eager, and with its step compiled by `torch.compile` (Inductor): the static-shape step (whole
+    cache, later slots masked: what a GPU captures) and the eager step with the attended length dynamic. Same tokens
+    are checked; compile time is the first run's."""
+    model = randomize_(DalleBart(mega_like(dims)), seed=0).eval()
+    g = torch.Generator().manual_seed(1)
+    hidden = torch.randn(2, TEXT_LENGTH, model.config.d_model, generator=g)
+    mask = torch.zeros(2, TEXT_LENGTH, dtype=torch.long)
+    mask[:, :20] = 1
+    settings = SamplingSettings(cond_scale=10.0, top_k=TOP_K, top_p=0.9, temperature=1.0)
+
+    def new_loop():
+        cache = model.init_cache(hidden, mask, 2 * images)
+        return TokenLoop(model, cache, images, images, True, settings, model.config.image_codebook_size, steps)
+
+    def decode(loop, step, static: bool):
+        loop._reset()
+        generator = torch.Generator().manual_seed(0)
+        for position in range(steps):
+            loop.uniform.uniform_(0.0, 1.0, generator=generator)
+            step() if static else step(position + 1)
+        return loop.codes.clone()
+
+    rows = []
+    reference = None
+    for name, compiled, static in (("eager", False, False), ("compiled, static shapes", True, True),
+                                   ("compiled, dynamic length", True, False)):
+        loop = new_loop()
+        step = torch.compile(loop.step, dynamic=not static) if compiled else loop.step
+        with torch.inference_mode():
+            start = time.perf_counter()
+            codes = decode(loop, step, static)
+            first = time.perf_counter() - start
+            best = float("inf")
+            for _ in range(repeats):
+                start = time.perf_counter()
+                codes = decode(loop, step, static)
+                best = min(best, time.perf_counter() - start)
+        reference = codes if reference is None else reference
+        rows.append(dict(name=name, tokens_per_s=images * steps / best, first_run_s=first,
+                         same_tokens=bool(torch.equal(codes, reference))))
+    return rows
+
+
 # ----------------------------------------------------------------------------------------------------- load memory
 def write_synthetic(config: DalleBartConfig, folder: Path) -> Path:
     """Every tensor of the model's file layout, float16, random values in [0.125, 1), written one tensor at a time."""
@@ -263,10 +308,22 @@ def main(argv=None):
     parser.add_argument("--layers", type=int, default=MID["decoder_layers"], help="decoder layers")
     parser.add_argument("--skip-decode", action="store_true")
     parser.add_argument("--skip-load", action="store_true")
+    parser.add_argument("--compiled-step", action="store_true",
+                        help="only: our loop at batch 4, eager vs its step under torch.compile (needs a C++ compiler)")
     parser.add_argument("--load-child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.load_child:
         return load_child(args.load_child)
+    if args.compiled_step:
+        torch.set_grad_enabled(False)
+        steps = args.steps or (64 if args.quick else 256)
+        print(f"torch {torch.__version__}, CPU threads {torch.get_num_threads()}; our decode loop, batch 4, {steps} "
+              f"steps, best of {args.repeats} after a first run (which includes compiling)")
+        print(f"{'step':>26} | {'tok/s':>7} | {'first run s':>11} | same tokens as eager")
+        for row in bench_compiled_step(steps, 4, args.repeats, MID):
+            print(f"{row['name']:>26} | {row['tokens_per_s']:>7.1f} | {row['first_run_s']:>11.1f} | "
+                  f"{row['same_tokens']}")
+        return None
     if not args.skip_decode and importlib.util.find_spec("min_dalle") is None:  # find_spec: importing sets threads
         parser.error("the decoding comparison needs min-dalle (pip install --no-deps min-dalle==0.4.11), or pass "
                      "--skip-decode")
