@@ -127,13 +127,16 @@ def first_step_logits_min_dalle(decoder, encoder_state, text_mask, images: int):
     return logits[:, -1]
 
 
-@torch.no_grad()
-def run_ours(model: DalleBart, encoder_state, text_mask, images: int, steps: int, cond_scale: float, seed: int):
+def ours_loop(model: DalleBart, encoder_state, text_mask, images: int, steps: int, cond_scale: float) -> TokenLoop:
     hidden = encoder_state[[1, 0]]  # our order: conditional prompt first
     cache = model.init_cache(hidden, text_mask[[1, 0]], 2 * images)
     settings = SamplingSettings(cond_scale=cond_scale, top_k=TOP_K, top_p=0.9, temperature=1.0)
-    loop = TokenLoop(model, cache, images, images, True, settings, model.config.image_codebook_size, steps)
-    return loop.run(torch.Generator().manual_seed(seed))
+    return TokenLoop(model, cache, images, images, True, settings, model.config.image_codebook_size, steps)
+
+
+@torch.no_grad()
+def run_ours(model: DalleBart, encoder_state, text_mask, images: int, steps: int, cond_scale: float, seed: int):
+    return ours_loop(model, encoder_state, text_mask, images, steps, cond_scale).run(torch.Generator().manual_seed(seed))
 
 
 def first_step_logits_ours(model: DalleBart, encoder_state, text_mask, images: int):
@@ -160,15 +163,21 @@ def products_floor_seconds(model: DalleBart, images: int, repeats: int) -> float
     return best
 
 
+def decoding_inputs(config: DalleBartConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random encoder output and its text mask, min-dalle's order: row 0 unconditional, row 1 the text."""
+    g = torch.Generator().manual_seed(1)
+    encoder_state = torch.randn(2, TEXT_LENGTH, config.d_model, generator=g)
+    text_mask = torch.zeros(2, TEXT_LENGTH, dtype=torch.long)
+    text_mask[0, :2] = 1
+    text_mask[1, :20] = 1
+    return encoder_state, text_mask
+
+
 def bench_decoding(steps: int, batches: list[int], repeats: int, dims: dict) -> list[dict]:
     config = mega_like(dims)
     model = randomize_(DalleBart(config), seed=0).eval()
     theirs = min_dalle_decoder(model)
-    g = torch.Generator().manual_seed(1)
-    encoder_state = torch.randn(2, TEXT_LENGTH, config.d_model, generator=g)  # row 0: unconditional, row 1: text
-    text_mask = torch.zeros(2, TEXT_LENGTH, dtype=torch.long)
-    text_mask[0, :2] = 1
-    text_mask[1, :20] = 1
+    encoder_state, text_mask = decoding_inputs(config)
     rows = []
     for images in batches:
         # same weights, same inputs: the first step's logits must agree (theirs: uncond rows first)
@@ -202,41 +211,23 @@ def bench_compiled_step(steps: int, images: int, repeats: int, dims: dict) -> li
     cache, later slots masked: what a GPU captures) and the eager step with the attended length dynamic. Same tokens
     are checked; compile time is the first run's."""
     model = randomize_(DalleBart(mega_like(dims)), seed=0).eval()
-    g = torch.Generator().manual_seed(1)
-    hidden = torch.randn(2, TEXT_LENGTH, model.config.d_model, generator=g)
-    mask = torch.zeros(2, TEXT_LENGTH, dtype=torch.long)
-    mask[:, :20] = 1
-    settings = SamplingSettings(cond_scale=10.0, top_k=TOP_K, top_p=0.9, temperature=1.0)
-
-    def new_loop():
-        cache = model.init_cache(hidden, mask, 2 * images)
-        return TokenLoop(model, cache, images, images, True, settings, model.config.image_codebook_size, steps)
-
-    def decode(loop, step, static: bool):
-        loop._reset()
-        generator = torch.Generator().manual_seed(0)
-        for position in range(steps):
-            loop.uniform.uniform_(0.0, 1.0, generator=generator)
-            step() if static else step(position + 1)
-        return loop.codes.clone()
-
-    rows = []
-    reference = None
+    inputs = decoding_inputs(model.config)
+    rows, reference = [], None
     for name, compiled, static in (("eager", False, False), ("compiled, static shapes", True, True),
                                    ("compiled, dynamic length", True, False)):
-        loop = new_loop()
-        step = torch.compile(loop.step, dynamic=not static) if compiled else loop.step
-        with torch.inference_mode():
+        loop = ours_loop(model, *inputs, images, steps, 10.0)
+        if static:  # `run` passes the attended length; the static step attends the whole cache instead
+            static_step = torch.compile(loop.step)
+            loop.step = lambda length: static_step()
+        elif compiled:
+            loop.step = torch.compile(loop.step, dynamic=True)
+        timings = []
+        for _ in range(repeats + 1):  # the first run includes compiling
             start = time.perf_counter()
-            codes = decode(loop, step, static)
-            first = time.perf_counter() - start
-            best = float("inf")
-            for _ in range(repeats):
-                start = time.perf_counter()
-                codes = decode(loop, step, static)
-                best = min(best, time.perf_counter() - start)
+            codes = loop.run(torch.Generator().manual_seed(0)).clone()
+            timings.append(time.perf_counter() - start)
         reference = codes if reference is None else reference
-        rows.append(dict(name=name, tokens_per_s=images * steps / best, first_run_s=first,
+        rows.append(dict(name=name, tokens_per_s=images * steps / min(timings[1:]), first_run_s=timings[0],
                          same_tokens=bool(torch.equal(codes, reference))))
     return rows
 
